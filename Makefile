@@ -1,0 +1,38 @@
+# The two commands a user needs: `make demo` and `make test` (see README.md).
+# Everything installs into .venv from this project's own pyproject.toml.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+SOURCES := coverwatch agent collector geo dashboards tests bench
+
+.PHONY: test lint typecheck pytest demo venv clean
+
+venv: $(STAMP)
+
+# Reinstall when the dependency declaration changes; editable so tests see the tree.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[agent,server,dev]'
+	touch $(STAMP)
+
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check $(SOURCES)
+	$(BIN)/ruff check $(SOURCES)
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Reserved: the whole system on one machine arrives with the demo issue.
+demo: $(STAMP)
+	$(BIN)/coverwatch demo
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

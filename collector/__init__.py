@@ -1,0 +1,1 @@
+"""coverwatch collector (see collector/README.md)."""

@@ -1,0 +1,108 @@
+"""``coverwatch``: the server-side command line.
+
+Sub-commands import their component lazily, so that ``coverwatch --help`` works
+(and says what to install) even where only part of the extras is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from coverwatch import __version__, protocol
+from coverwatch.errors import CoverwatchError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="coverwatch",
+        description="coverwatch server side: collector, coverage maps, dashboards.",
+    )
+    parser.add_argument("--version", action="version", version=f"coverwatch {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    proto = commands.add_parser("protocol", help="check messages against the wire protocol")
+    proto_commands = proto.add_subparsers(dest="protocol_command", metavar="ACTION")
+    validate = proto_commands.add_parser(
+        "validate",
+        help="validate a message file as the collector would (exit 1 if it is rejected)",
+        description="Decode a readings or status message exactly as the collector does and "
+        "report every problem with the field that caused it.",
+    )
+    validate.add_argument(
+        "--topic",
+        required=True,
+        help="topic the message is (to be) published on, e.g. coverwatch/v1/cb-001/readings",
+    )
+    validate.add_argument(
+        "file", nargs="?", default="-", help="message file (JSON); '-' or omitted reads stdin"
+    )
+    validate.set_defaults(handler=_validate)
+
+    demo = commands.add_parser(
+        "demo", help="the whole system on this machine with a simulated province"
+    )
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def _validate(args: argparse.Namespace) -> int:
+    payload = sys.stdin.buffer.read() if args.file == "-" else _read_file(Path(args.file))
+    address = protocol.parse_topic(args.topic)
+    if address.channel == "status":
+        status = protocol.decode_status(args.topic, payload)
+        print(f"ok: status {status.state!r} from probe {status.probe_id}")
+        return 0
+    decoded = protocol.decode_readings(args.topic, payload)
+    for rejected in decoded.rejected:
+        print(f"rejected: {rejected.error}", file=sys.stderr)
+    kinds: dict[str, int] = {}
+    for reading in decoded.batch.readings:
+        kind = type(reading).__struct_config__.tag
+        kinds[str(kind)] = kinds.get(str(kind), 0) + 1
+    summary = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())) or "none"
+    print(
+        f"{'ok' if not decoded.rejected else 'partly rejected'}: probe {decoded.batch.probe_id}, "
+        f"{len(decoded.batch.readings)} valid readings ({summary}), "
+        f"{len(decoded.rejected)} rejected"
+    )
+    return 1 if decoded.rejected else 0
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise CoverwatchError(f"cannot read {path}: {error.strerror}") from None
+
+
+def _demo(_: argparse.Namespace) -> int:
+    print(
+        "coverwatch demo: the simulated province arrives with the demo issue (#6); "
+        "until then, `make test` exercises the real broker and database."
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        result: int = handler(args)
+    except protocol.ProtocolError as error:
+        print(f"rejected: {error}", file=sys.stderr)
+        return 1
+    except CoverwatchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,646 @@
+"""The probe <-> collector wire protocol, version 1: topics, messages, codec.
+
+This module is the single definition of what travels over MQTT. The agent encodes
+with it and the collector decodes with it; docs/protocol.md explains it for people.
+
+Decoding is the collector's hot path, so it uses msgspec typed structs: a valid batch
+is decoded and validated in one C pass. Only when that fails do we take the slow
+path, which decodes the envelope and each reading on its own so that one bad reading
+never costs the good ones beside it (the bad one is reported with its index and raw
+JSON). Every failure is a :class:`ProtocolError` whose message names the field and
+what was wrong, e.g. ``readings[3].rsrp_dbm: expected number between -160 and -20,
+got "abc"``; no other exception escapes the decoder.
+
+Schema evolution: new *optional* fields may be added to any message within version 1
+(decoders ignore fields they do not know, so old collectors keep working with newer
+probes). Renaming or removing a field, changing a unit or range, or making a field
+required needs version 2 (new topic prefix ``coverwatch/v2`` and ``"v": 2``). A new
+reading kind is additive too, but collectors must be upgraded before probes send it:
+an unknown kind is rejected (and dead-lettered), never silently dropped.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Final, Literal, TypeAlias
+
+import msgspec
+
+PROTOCOL_VERSION: Final = 1
+TOPIC_PREFIX: Final = f"coverwatch/v{PROTOCOL_VERSION}"
+READINGS_CHANNEL: Final = "readings"
+STATUS_CHANNEL: Final = "status"
+# Filters the collector subscribes to (one level for the probe id).
+READINGS_TOPIC_FILTER: Final = f"{TOPIC_PREFIX}/+/{READINGS_CHANNEL}"
+STATUS_TOPIC_FILTER: Final = f"{TOPIC_PREFIX}/+/{STATUS_CHANNEL}"
+
+# A backlog flush of 2,000 readings is about 500 KB of JSON; anything bigger is
+# refused before parsing so one broken probe cannot make the collector allocate
+# without bound. Agents split their backlog below both limits.
+MAX_PAYLOAD_BYTES: Final = 1024 * 1024
+MAX_READINGS_PER_BATCH: Final = 2000
+
+PROBE_ID_RE: Final = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+_PROBE_ID_MATCH = re.compile(PROBE_ID_RE).match
+BOOT_ID_RE: Final = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+
+def _expects(text: str, **constraints: Any) -> msgspec.Meta:
+    """A constraint plus the words an error message uses to describe it."""
+    return msgspec.Meta(**constraints, extra={"expects": text})
+
+
+ProbeId: TypeAlias = Annotated[
+    str,
+    _expects(
+        "probe id of 1-64 lowercase letters, digits, '-' or '_' (e.g. cb-001)",
+        pattern=PROBE_ID_RE,
+    ),
+]
+BootId: TypeAlias = Annotated[
+    str,
+    _expects(
+        "boot id in the form of /proc/sys/kernel/random/boot_id "
+        "(lowercase UUID, e.g. 3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f)",
+        pattern=BOOT_ID_RE,
+    ),
+]
+Sequence: TypeAlias = Annotated[int, msgspec.Meta(ge=0)]
+UtcTime: TypeAlias = Annotated[
+    datetime,
+    _expects("RFC 3339 date-time with a timezone, e.g. 2026-11-22T08:15:00Z", tz=True),
+]
+NonNegativeInt: TypeAlias = Annotated[int, msgspec.Meta(ge=0)]
+Percent: TypeAlias = Annotated[float, msgspec.Meta(ge=0, le=100)]
+DurationMs: TypeAlias = Annotated[float, msgspec.Meta(ge=0, le=600_000)]
+ShortText: TypeAlias = Annotated[str, msgspec.Meta(max_length=255)]
+LongText: TypeAlias = Annotated[str, msgspec.Meta(max_length=2000)]
+
+# Radio ranges: the 3GPP reporting ranges with a margin, so an odd modem is not
+# refused for a plausible value while garbage (e.g. +40 dBm RSRP) is.
+RsrpDbm: TypeAlias = Annotated[float, msgspec.Meta(ge=-160, le=-20)]
+RsrqDb: TypeAlias = Annotated[float, msgspec.Meta(ge=-40, le=20)]
+SinrDb: TypeAlias = Annotated[float, msgspec.Meta(ge=-30, le=50)]
+RssiDbm: TypeAlias = Annotated[float, msgspec.Meta(ge=-130, le=0)]
+RscpDbm: TypeAlias = Annotated[float, msgspec.Meta(ge=-130, le=-20)]
+EcioDb: TypeAlias = Annotated[float, msgspec.Meta(ge=-40, le=0)]
+OperatorCode: TypeAlias = Annotated[
+    str, _expects("MCC-MNC of 5 or 6 digits, e.g. 45204", pattern=r"^[0-9]{5,6}$")
+]
+
+Registration: TypeAlias = Literal["home", "roaming", "searching", "denied", "idle", "unknown"]
+Technology: TypeAlias = Literal["gsm", "umts", "lte", "nr5g"]
+REGISTERED_STATES: Final = frozenset({"home", "roaming"})
+
+
+class ReadingBase(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True, tag_field="kind"):
+    """Fields every reading carries, whatever its kind.
+
+    ``seq`` only grows per probe, across reboots (the agent persists it); together
+    with the probe id it identifies a reading, which is what makes redelivery
+    idempotent. Pis have no real-time clock, so besides the wall time the reading
+    carries the boot it was taken in, the monotonic clock, and whether NTP had
+    synchronised the wall clock at that moment.
+    """
+
+    seq: Sequence
+    boot_id: BootId
+    taken_at: UtcTime
+    monotonic_ms: NonNegativeInt
+    ntp_synced: bool
+
+
+class SignalReading(ReadingBase, frozen=True, tag="signal"):
+    """Cellular signal. "Not registered / no service" is a valid reading, not an error."""
+
+    registration: Registration
+    technology: Technology | None = None
+    operator_code: OperatorCode | None = None
+    operator_name: ShortText | None = None
+    cell_id: Annotated[int, msgspec.Meta(ge=0, le=2**36 - 1)] | None = None
+    tac: Annotated[int, msgspec.Meta(ge=0, le=2**24 - 1)] | None = None
+    rsrp_dbm: RsrpDbm | None = None
+    rsrq_db: RsrqDb | None = None
+    sinr_db: SinrDb | None = None
+    rssi_dbm: RssiDbm | None = None
+    rscp_dbm: RscpDbm | None = None
+    ecio_db: EcioDb | None = None
+    signal_quality_pct: Percent | None = None
+
+    @property
+    def registered(self) -> bool:
+        return self.registration in REGISTERED_STATES
+
+
+class LatencyReading(ReadingBase, frozen=True, tag="latency"):
+    """One round of probes to one target; RTTs are absent when every packet was lost."""
+
+    target: ShortText
+    method: Literal["icmp", "tcp"]
+    packets_sent: Annotated[int, msgspec.Meta(ge=1, le=10_000)]
+    packets_received: Annotated[int, msgspec.Meta(ge=0, le=10_000)]
+    loss_pct: Percent
+    rtt_min_ms: DurationMs | None = None
+    rtt_avg_ms: DurationMs | None = None
+    rtt_median_ms: DurationMs | None = None
+    rtt_max_ms: DurationMs | None = None
+    jitter_ms: DurationMs | None = None
+    dns_ms: DurationMs | None = None
+
+    def __post_init__(self) -> None:
+        if self.packets_received > self.packets_sent:
+            raise ValueError(
+                f"packets_received ({self.packets_received}) cannot exceed "
+                f"packets_sent ({self.packets_sent})"
+            )
+
+
+class PowerReading(ReadingBase, frozen=True, tag="power"):
+    """Power state; ``None`` where the hardware cannot tell (no UPS, not a Pi)."""
+
+    uptime_s: Annotated[float, msgspec.Meta(ge=0)]
+    undervoltage_now: bool | None = None
+    undervoltage_since_boot: bool | None = None
+    on_mains: bool | None = None
+    battery_pct: Percent | None = None
+    battery_charging: bool | None = None
+
+
+class OutageReading(ReadingBase, frozen=True, tag="outage"):
+    """A power outage found after boot: the previous boot ended without a clean stop."""
+
+    previous_boot_id: BootId
+    outage_started_at: UtcTime
+    outage_ended_at: UtcTime
+    outage_duration_s: Annotated[float, msgspec.Meta(ge=0)]
+
+
+class ThroughputReading(ReadingBase, frozen=True, tag="throughput"):
+    """A speed test, or the reason it was skipped (e.g. monthly data budget spent)."""
+
+    download_bps: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    upload_bps: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    ping_ms: DurationMs | None = None
+    server_name: ShortText | None = None
+    bytes_used: NonNegativeInt | None = None
+    skipped_reason: ShortText | None = None
+
+
+class SystemReading(ReadingBase, frozen=True, tag="system"):
+    """Health of the probe itself, including its outbox (so lost data is visible)."""
+
+    cpu_temp_c: Annotated[float, msgspec.Meta(ge=-60, le=150)] | None = None
+    load_1m: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    memory_used_pct: Percent | None = None
+    disk_free_bytes: NonNegativeInt | None = None
+    outbox_pending: NonNegativeInt | None = None
+    outbox_dropped_total: NonNegativeInt | None = None
+
+
+class SensorErrorReading(ReadingBase, frozen=True, tag="sensor_error"):
+    """A sensor failed this round; the reason travels so the failure is visible."""
+
+    sensor: ShortText
+    error: LongText
+
+
+Reading: TypeAlias = (
+    SignalReading
+    | LatencyReading
+    | PowerReading
+    | OutageReading
+    | ThroughputReading
+    | SystemReading
+    | SensorErrorReading
+)
+READING_TYPES: Final[dict[str, type[ReadingBase]]] = {
+    "signal": SignalReading,
+    "latency": LatencyReading,
+    "power": PowerReading,
+    "outage": OutageReading,
+    "throughput": ThroughputReading,
+    "system": SystemReading,
+    "sensor_error": SensorErrorReading,
+}
+
+
+class ReadingsBatch(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """What a probe publishes on ``coverwatch/v1/<probe_id>/readings``."""
+
+    v: Literal[1]
+    probe_id: ProbeId
+    readings: Annotated[
+        list[Reading], msgspec.Meta(min_length=1, max_length=MAX_READINGS_PER_BATCH)
+    ]
+    sent_at: UtcTime | None = None
+
+
+class ProbeStatus(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """What a probe publishes, retained, on ``coverwatch/v1/<probe_id>/status``.
+
+    "online" is the birth message after each connect; "offline" is both the clean
+    goodbye and the last will the broker publishes when the probe vanishes.
+    """
+
+    v: Literal[1]
+    probe_id: ProbeId
+    state: Literal["online", "offline"]
+    at: UtcTime | None = None
+    boot_id: BootId | None = None
+    agent_version: ShortText | None = None
+    reason: ShortText | None = None
+
+
+class _Envelope(msgspec.Struct, kw_only=True, frozen=True):
+    """The batch with its readings left undecoded, for the slow (error) path."""
+
+    v: int
+    probe_id: ProbeId
+    readings: Annotated[
+        list[msgspec.Raw], msgspec.Meta(min_length=1, max_length=MAX_READINGS_PER_BATCH)
+    ]
+    sent_at: UtcTime | None = None
+
+
+class _VersionOnly(msgspec.Struct):
+    v: int | None = None
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow the protocol.
+
+    ``field`` is the JSON path of the offending value (``readings[3].rsrp_dbm``),
+    or ``None`` when the message as a whole is wrong (not JSON, too large, wrong topic).
+    """
+
+    def __init__(self, reason: str, *, field: str | None = None) -> None:
+        self.reason = reason
+        self.field = field
+        super().__init__(f"{field}: {reason}" if field else reason)
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedReading:
+    """One reading of a batch that failed validation while its neighbours passed."""
+
+    index: int
+    error: ProtocolError
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedBatch:
+    """A readings batch: the valid readings, and the rejected ones with their reasons."""
+
+    batch: ReadingsBatch
+    rejected: tuple[RejectedReading, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TopicAddress:
+    probe_id: str
+    channel: Literal["readings", "status"]
+
+
+# --------------------------------------------------------------------------- topics
+
+
+def readings_topic(probe_id: str) -> str:
+    _check_probe_id(probe_id)
+    return f"{TOPIC_PREFIX}/{probe_id}/{READINGS_CHANNEL}"
+
+
+def status_topic(probe_id: str) -> str:
+    _check_probe_id(probe_id)
+    return f"{TOPIC_PREFIX}/{probe_id}/{STATUS_CHANNEL}"
+
+
+def parse_topic(topic: str) -> TopicAddress:
+    """Split ``coverwatch/v1/<probe_id>/<channel>``; raise ProtocolError otherwise."""
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[0] != "coverwatch":
+        raise ProtocolError(
+            f"topic {topic!r} is not of the form coverwatch/v{PROTOCOL_VERSION}/<probe_id>/"
+            f"{READINGS_CHANNEL}|{STATUS_CHANNEL}",
+            field="topic",
+        )
+    version, probe_id, channel = parts[1], parts[2], parts[3]
+    if version != f"v{PROTOCOL_VERSION}":
+        raise ProtocolError(
+            f"unsupported topic version {version!r}: this side speaks v{PROTOCOL_VERSION}; "
+            "upgrade the collector before the probes",
+            field="topic",
+        )
+    _check_probe_id(probe_id, field="topic")
+    if channel == READINGS_CHANNEL:
+        return TopicAddress(probe_id, "readings")
+    if channel == STATUS_CHANNEL:
+        return TopicAddress(probe_id, "status")
+    raise ProtocolError(
+        f"unknown channel {channel!r}: expected {READINGS_CHANNEL!r} or {STATUS_CHANNEL!r}",
+        field="topic",
+    )
+
+
+def _check_probe_id(probe_id: str, *, field: str = "probe_id") -> None:
+    if not _PROBE_ID_MATCH(probe_id):
+        raise ProtocolError(
+            f"expected probe id of 1-64 lowercase letters, digits, '-' or '_' "
+            f"(e.g. cb-001), got {probe_id!r}",
+            field=field,
+        )
+
+
+# --------------------------------------------------------------------------- codec
+
+_batch_encoder = msgspec.json.Encoder()
+_batch_decoder = msgspec.json.Decoder(ReadingsBatch)
+_status_decoder = msgspec.json.Decoder(ProbeStatus)
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
+_version_decoder = msgspec.json.Decoder(_VersionOnly)
+_reading_decoder: msgspec.json.Decoder[Reading] = msgspec.json.Decoder(Reading)
+_generic_decoder = msgspec.json.Decoder()
+# msgspec.ValidationError is a DecodeError; invalid UTF-8 inside a string surfaces
+# as UnicodeDecodeError. Nothing else may escape the decoder.
+_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError)
+
+
+def encode(message: ReadingsBatch | ProbeStatus) -> bytes:
+    """Compact UTF-8 JSON; fields left at their default (None) are omitted."""
+    return _batch_encoder.encode(message)
+
+
+def decode_readings(topic: str, payload: bytes) -> DecodedBatch:
+    """Decode a readings message received on ``topic``.
+
+    Raises ProtocolError when the message as a whole is unusable (wrong topic,
+    size, JSON, version, envelope, or probe id differing from the topic). Readings
+    that fail on their own come back in ``DecodedBatch.rejected``; the batch keeps
+    every valid reading.
+    """
+    address = _expect_channel(topic, READINGS_CHANNEL)
+    _check_size(payload)
+    try:
+        batch = _batch_decoder.decode(payload)
+    except _DECODE_ERRORS:
+        decoded = _decode_readings_slowly(payload)
+    else:
+        decoded = DecodedBatch(batch)
+    _check_probe_matches(address, decoded.batch.probe_id)
+    return decoded
+
+
+def decode_status(topic: str, payload: bytes) -> ProbeStatus:
+    """Decode a status (birth / last will) message received on ``topic``."""
+    address = _expect_channel(topic, STATUS_CHANNEL)
+    _check_size(payload)
+    try:
+        status = _status_decoder.decode(payload)
+    except _DECODE_ERRORS as error:
+        _check_version(payload)
+        raise _explain(error, payload, ProbeStatus) from None
+    _check_probe_matches(address, status.probe_id)
+    return status
+
+
+def _expect_channel(topic: str, channel: str) -> TopicAddress:
+    address = parse_topic(topic)
+    if address.channel != channel:
+        raise ProtocolError(
+            f"expected a {channel!r} topic, got {topic!r}",
+            field="topic",
+        )
+    return address
+
+
+def _check_size(payload: bytes) -> None:
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ProtocolError(
+            f"payload is {len(payload)} bytes, the limit is {MAX_PAYLOAD_BYTES}; "
+            f"send at most {MAX_READINGS_PER_BATCH} readings per message"
+        )
+
+
+def _check_probe_matches(address: TopicAddress, probe_id: str) -> None:
+    if address.probe_id != probe_id:
+        raise ProtocolError(
+            f"probe id {probe_id!r} does not match the topic's probe id "
+            f"{address.probe_id!r}; a probe may publish only under its own topic",
+            field="probe_id",
+        )
+
+
+def _check_version(payload: bytes) -> None:
+    """Give an unknown schema version its own clear message."""
+    try:
+        version = _version_decoder.decode(payload).v
+    except _DECODE_ERRORS:
+        return
+    if version is not None and version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"unsupported protocol version {version}: this collector understands "
+            f"version {PROTOCOL_VERSION}; upgrade the collector before the probes",
+            field="v",
+        )
+
+
+def _decode_readings_slowly(payload: bytes) -> DecodedBatch:
+    _check_version(payload)
+    try:
+        envelope = _envelope_decoder.decode(payload)
+    except _DECODE_ERRORS as error:
+        raise _explain(error, payload, ReadingsBatch) from None
+    valid: list[Reading] = []
+    rejected: list[RejectedReading] = []
+    for index, raw in enumerate(envelope.readings):
+        try:
+            valid.append(_reading_decoder.decode(raw))
+        except _DECODE_ERRORS as error:
+            reason = _explain(error, bytes(raw), Reading, prefix=f"readings[{index}]")
+            rejected.append(RejectedReading(index, reason, bytes(raw)))
+    batch = ReadingsBatch(
+        v=PROTOCOL_VERSION, probe_id=envelope.probe_id, readings=valid, sent_at=envelope.sent_at
+    )
+    return DecodedBatch(batch, tuple(rejected))
+
+
+# ------------------------------------------------------- human-readable validation errors
+
+_AT_PATH = re.compile(r"^(?P<message>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
+_MISSING_FIELD = re.compile(r"^Object missing required field `(?P<name>[^`]+)`$")
+_PATH_TOKEN = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+_ONE_OF_KINDS = "one of " + ", ".join(json.dumps(kind) for kind in READING_TYPES)
+
+
+def _explain(
+    error: msgspec.DecodeError | UnicodeDecodeError,
+    payload: bytes,
+    schema: Any,
+    *,
+    prefix: str = "",
+) -> ProtocolError:
+    """Turn a msgspec error into a ProtocolError naming the field, the rule and the value."""
+    if not isinstance(error, msgspec.ValidationError):
+        return ProtocolError(f"payload is not valid UTF-8 JSON ({error})", field=prefix or None)
+    text = str(error)
+    match = _AT_PATH.match(text)
+    message, path = (match["message"], match["path"]) if match else (text, "")
+    steps: list[str | int] = [key or int(index) for key, index in _PATH_TOKEN.findall(path)]
+    missing = _MISSING_FIELD.match(message)
+    if missing:
+        steps.append(missing["name"])
+    field = (prefix + _format_path(steps)).removeprefix(".") or None
+    if missing:
+        expectation = _describe_expected(schema, payload, steps)
+        hint = f" ({expectation})" if expectation else ""
+        return ProtocolError(f"required field is missing{hint}", field=field)
+    document = _generic_value(payload)
+    found, value = _value_at(document, steps)
+    got = f", got {_show(value)}" if found else ""
+    if message.startswith(("Invalid value", "Invalid enum value")):
+        expectation = _describe_expected(schema, payload, steps)
+        return ProtocolError(f"expected {expectation or 'a known value'}{got}", field=field)
+    if message.startswith("Expected"):
+        expectation = _describe_expected(schema, payload, steps)
+        if expectation:
+            return ProtocolError(f"expected {expectation}{got}", field=field)
+        return ProtocolError(f"{message[0].lower()}{message[1:]}{got}", field=field)
+    # __post_init__ checks and anything else msgspec reports: keep its words.
+    return ProtocolError(message, field=field)
+
+
+def _format_path(steps: list[str | int]) -> str:
+    return "".join(f"[{step}]" if isinstance(step, int) else f".{step}" for step in steps)
+
+
+def _generic_value(payload: bytes) -> Any:
+    try:
+        return _generic_decoder.decode(payload)
+    except _DECODE_ERRORS:
+        return None
+
+
+def _value_at(document: Any, steps: list[str | int]) -> tuple[bool, Any]:
+    node = document
+    for step in steps:
+        if isinstance(step, int):
+            if not (isinstance(node, list) and step < len(node)):
+                return False, None
+            node = node[step]
+            continue
+        if not (isinstance(node, dict) and step in node):
+            return False, None
+        node = node[step]
+    return True, node
+
+
+def _show(value: Any) -> str:
+    shown = json.dumps(value, ensure_ascii=False)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+def _describe_expected(schema: Any, payload: bytes, steps: list[str | int]) -> str | None:
+    """Walk the schema along the error path and describe what was expected there."""
+    info: Any = _type_info(schema)
+    node = _generic_value(payload)
+    for step in steps:
+        info = _resolve_union(_strip_optional(info), node)
+        if isinstance(step, int):
+            if not isinstance(info, msgspec.inspect.ListType):
+                return None
+            info = info.item_type
+            node = node[step] if isinstance(node, list) and step < len(node) else None
+            continue
+        if isinstance(info, msgspec.inspect.StructType) and step == info.tag_field:
+            return _ONE_OF_KINDS
+        if isinstance(info, msgspec.inspect.UnionType) and all(
+            isinstance(member, msgspec.inspect.StructType) for member in info.types
+        ):
+            first_member: Any = info.types[0]
+            return _ONE_OF_KINDS if step == first_member.tag_field else None
+        if not isinstance(info, msgspec.inspect.StructType):
+            return None
+        fields = {field.encode_name: field for field in info.fields}
+        if step not in fields:
+            return None
+        info = fields[step].type
+        node = node.get(step) if isinstance(node, dict) else None
+    return _describe_type(_strip_optional(info))
+
+
+@functools.cache
+def _type_info(schema: Any) -> Any:
+    return msgspec.inspect.type_info(schema)
+
+
+def _strip_optional(info: Any) -> Any:
+    if isinstance(info, msgspec.inspect.UnionType):
+        members = [m for m in info.types if not isinstance(m, msgspec.inspect.NoneType)]
+        if len(members) == 1:
+            return members[0]
+    return info
+
+
+def _resolve_union(info: Any, node: Any) -> Any:
+    """Pick the member of a tagged union of structs that the raw JSON names."""
+    if not isinstance(info, msgspec.inspect.UnionType):
+        return info
+    structs = [m for m in info.types if isinstance(m, msgspec.inspect.StructType)]
+    if not structs or structs[0].tag_field is None or not isinstance(node, dict):
+        return info
+    tag = node.get(structs[0].tag_field)
+    for member in structs:
+        if member.tag == tag:
+            return member
+    return info
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def _describe_bounds(noun: str, info: Any) -> str:
+    low = info.ge if info.ge is not None else info.gt
+    high = info.le if info.le is not None else info.lt
+    if low is not None and high is not None:
+        return f"{noun} between {_number(low)} and {_number(high)}"
+    if low is not None:
+        return f"{noun} >= {_number(low)}" if info.gt is None else f"{noun} > {_number(low)}"
+    if high is not None:
+        return f"{noun} <= {_number(high)}" if info.lt is None else f"{noun} < {_number(high)}"
+    return noun
+
+
+def _describe_type(info: Any) -> str | None:
+    inspect = msgspec.inspect
+    if isinstance(info, inspect.Metadata):
+        extra = info.extra or {}
+        if "expects" in extra:
+            return str(extra["expects"])
+        return _describe_type(info.type)
+    if isinstance(info, inspect.IntType):
+        return _describe_bounds("integer", info)
+    if isinstance(info, inspect.FloatType):
+        return _describe_bounds("number", info)
+    if isinstance(info, inspect.BoolType):
+        return "true or false"
+    if isinstance(info, inspect.LiteralType):
+        return "one of " + ", ".join(json.dumps(value) for value in info.values)
+    if isinstance(info, inspect.StrType):
+        if info.max_length is not None:
+            return f"string of at most {info.max_length} characters"
+        return "string"
+    if isinstance(info, inspect.DateTimeType):
+        return "RFC 3339 date-time with a timezone, e.g. 2026-11-22T08:15:00Z"
+    if isinstance(info, inspect.ListType):
+        low, high = info.min_length, info.max_length
+        if low is not None and high is not None:
+            return f"array of {low} to {high} items"
+        return "array"
+    if isinstance(info, inspect.StructType | inspect.UnionType):
+        return "object"
+    return None

@@ -1,0 +1,1 @@
+"""coverwatch dashboards (see dashboards/README.md)."""

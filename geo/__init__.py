@@ -1,0 +1,1 @@
+"""coverwatch geo (see geo/README.md)."""
