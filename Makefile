@@ -36,3 +36,7 @@ demo: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info
+
+.PHONY: bench-protocol
+bench-protocol: $(STAMP)
+	$(BIN)/python -m bench.protocol_decode
