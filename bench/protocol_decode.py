@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from coverwatch import protocol
 
@@ -29,7 +30,7 @@ def realistic_batch(probe_id: str, first_seq: int, size: int, rng: random.Random
     readings: list[protocol.Reading] = []
     for offset in range(size):
         seq = first_seq + offset
-        common = {
+        common: dict[str, Any] = {
             "seq": seq,
             "boot_id": BOOT_ID,
             "taken_at": start + timedelta(seconds=seq),
