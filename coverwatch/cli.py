@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from coverwatch import __version__, protocol
 from coverwatch.errors import CoverwatchError
@@ -41,11 +42,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.set_defaults(handler=_validate)
 
+    _register_server_commands(commands)
+
     demo = commands.add_parser(
         "demo", help="the whole system on this machine with a simulated province"
     )
     demo.set_defaults(handler=_demo)
     return parser
+
+
+def _register_server_commands(commands: Any) -> None:
+    try:
+        from collector.cli import register
+    except ImportError as error:  # the server extra is not installed
+        missing = error.name or "a server-side library"
+        for name in ("db", "collector"):
+            stub = commands.add_parser(
+                name, help=f"(needs: pip install '.[server]'; {missing} missing)"
+            )
+            stub.set_defaults(handler=_needs_server(missing))
+        return
+    register(commands)
+
+
+def _needs_server(missing: str) -> Any:
+    def handler(_: argparse.Namespace) -> int:
+        raise CoverwatchError(
+            f"this command needs the server extra ({missing} is not installed): "
+            "pip install '.[server]'"
+        )
+
+    return handler
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import SplitResult, unquote, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from coverwatch.errors import ConfigError
 
@@ -74,6 +74,15 @@ class MqttUrl:
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password is not None else None,
         )
+
+    def with_credentials(self) -> str:
+        """The full URL, password included: for passing on to a child process, never logs."""
+        scheme = "mqtts" if self.tls else "mqtt"
+        user = ""
+        if self.username:
+            password = f":{quote(self.password, safe='')}" if self.password is not None else ""
+            user = f"{quote(self.username, safe='')}{password}@"
+        return f"{scheme}://{user}{self.host}:{self.port}"
 
     def redacted(self) -> str:
         scheme = "mqtts" if self.tls else "mqtt"

@@ -109,6 +109,9 @@ class MosquittoBroker(_BrokerProcess):
                     f"persistence_location {self.data_dir}/",
                     "autosave_interval 1",
                     "max_queued_messages 100000",
+                    # A collector acknowledges in batches; 20 (the default) would
+                    # cap each batch at 20 messages.
+                    "max_inflight_messages 1000",
                     "log_dest stdout",
                     "log_type error",
                     "log_type warning",

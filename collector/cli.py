@@ -1,0 +1,117 @@
+"""``coverwatch db upgrade`` and ``coverwatch collector run``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from typing import Any
+
+import psycopg
+
+from collector import config, schema
+from collector.ingest import Collector, IngestOptions
+from collector.metrics import IngestMetrics
+from collector.storage import Store
+from coverwatch.errors import ConfigError
+from coverwatch.settings import DATABASE_URL_ENV, MqttUrl, redact_url, setting_from
+
+logger = logging.getLogger("coverwatch.collector")
+
+
+def register(commands: Any) -> None:
+    db = commands.add_parser("db", help="database schema")
+    db_commands = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    upgrade = db_commands.add_parser(
+        "upgrade", help="apply schema migrations (idempotent; TimescaleDB when available)"
+    )
+    upgrade.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
+    upgrade.set_defaults(handler=_upgrade)
+
+    collector = commands.add_parser("collector", help="MQTT → PostgreSQL ingest")
+    collector_commands = collector.add_subparsers(
+        dest="collector_command", metavar="ACTION", required=True
+    )
+    run = collector_commands.add_parser(
+        "run",
+        help="subscribe and store readings until stopped (SIGINT/SIGTERM)",
+        description="Settings come from --config (TOML, [collector] table), then "
+        "COVERWATCH_* environment variables, then flags; see collector/README.md.",
+    )
+    config.add_arguments(run)
+    run.set_defaults(handler=_run)
+
+
+def _database_url(value: str | None) -> str:
+    url = setting_from(value, DATABASE_URL_ENV)
+    if not url:
+        raise ConfigError(
+            "--database-url",
+            "is required",
+            f"pass --database-url or set {DATABASE_URL_ENV}=postgresql://user:pass@host/db",
+        )
+    return url
+
+
+def check_database(url: str) -> None:
+    """Connect once, turning libpq's error into a start-up message that says what to fix."""
+    try:
+        with psycopg.connect(url, connect_timeout=10) as connection:
+            connection.execute("SELECT 1")
+    except psycopg.OperationalError as error:
+        raise ConfigError(
+            DATABASE_URL_ENV,
+            f"cannot connect to {redact_url(url)}: {str(error).strip().splitlines()[0]}",
+            "check host, port, database name, user and password, and that PostgreSQL is running",
+        ) from None
+
+
+def _upgrade(args: argparse.Namespace) -> int:
+    url = _database_url(args.database_url)
+    check_database(url)
+    applied = schema.upgrade(url)
+    with psycopg.connect(url) as connection:
+        storage = schema.storage_in_use(connection)
+    names = ", ".join(f"{m.version:03d}_{m.name}" for m in applied) or "none (up to date)"
+    print(f"schema upgraded ({storage}): applied {names}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    values = config.resolve(args)
+    logging.basicConfig(
+        level=values["log_level"].upper(),
+        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+    )
+    mqtt_url = MqttUrl.parse(values["mqtt_url"], setting="--mqtt-url")
+    database_url = values["database_url"]
+    check_database(database_url)
+    schema.upgrade(database_url)
+    metrics = IngestMetrics()
+    if values["metrics_port"]:
+        from prometheus_client import start_http_server
+
+        start_http_server(values["metrics_port"], values["metrics_host"], registry=metrics.registry)
+    options = IngestOptions(
+        client_id=values["client_id"],
+        shared_group=values["shared_group"],
+        batch_readings=values["batch_readings"],
+        batch_age_s=values["batch_age_s"],
+        max_unacked_messages=values["max_unacked_messages"],
+        ca_file=values["mqtt_ca_file"],
+    )
+    collector = Collector(mqtt_url, Store(database_url), options, metrics)
+    signal.signal(signal.SIGTERM, lambda *_: collector.stop())
+    signal.signal(signal.SIGINT, lambda *_: collector.stop())
+    collector.connect()
+    logger.info(
+        "collector running: database=%s broker=%s metrics=%s",
+        redact_url(database_url),
+        mqtt_url.redacted(),
+        f"http://{values['metrics_host']}:{values['metrics_port']}/metrics"
+        if values["metrics_port"]
+        else "off",
+    )
+    collector.run()
+    logger.info("collector stopped cleanly")
+    return 0

@@ -1,0 +1,260 @@
+"""The collector's main loop: MQTT in, batches to PostgreSQL, acknowledgements out.
+
+At-least-once from the broker, exactly-once in the database:
+
+* the subscription is QoS 1 on a persistent session (``clean_session=False``) with a
+  stable client id, so the broker keeps messages while the collector is away;
+* paho's manual acknowledgement is on: a message is acknowledged only after the
+  transaction holding its rows has committed. A crash before that makes the broker
+  deliver it again, and the unique key (probe_id, seq, taken_at) drops the copy;
+* acknowledgements belong to one connection: after a reconnect the broker resends
+  what was not acknowledged, so messages of an earlier connection are written
+  (idempotently) but not acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from collector.metrics import IngestMetrics
+from collector.storage import InboundMessage, Store, TemporaryStoreError
+from coverwatch import protocol
+from coverwatch.errors import ConfigError
+from coverwatch.settings import MqttUrl
+
+logger = logging.getLogger("coverwatch.collector")
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    client_id: str = "coverwatch-collector"
+    shared_group: str | None = None
+    batch_readings: int = 5000
+    batch_age_s: float = 1.0
+    max_unacked_messages: int = 1000
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 30.0
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True)
+class _Pending:
+    message: InboundMessage
+    mid: int
+    generation: int
+    readings_hint: int
+
+
+class Collector:
+    """Subscribes, batches and stores until :meth:`stop` is called."""
+
+    def __init__(
+        self,
+        mqtt_url: MqttUrl,
+        store: Store,
+        options: IngestOptions | None = None,
+        metrics: IngestMetrics | None = None,
+    ) -> None:
+        self.mqtt_url = mqtt_url
+        self.store = store
+        self.options = options or IngestOptions()
+        self.metrics = metrics or IngestMetrics()
+        self._inbox: queue.Queue[_Pending] = queue.Queue()
+        self._stopping = threading.Event()
+        self._connected = threading.Event()
+        self._generation = 0
+        self._lock = threading.Lock()
+        self._client = self._make_client()
+
+    # ----------------------------------------------------------------- MQTT side
+
+    def _make_client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.options.client_id,
+            protocol=mqtt.MQTTv311,
+            clean_session=False,
+        )
+        client.manual_ack_set(True)
+        if self.mqtt_url.username:
+            client.username_pw_set(self.mqtt_url.username, self.mqtt_url.password)
+        if self.mqtt_url.tls:
+            client.tls_set(ca_certs=self.options.ca_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.max_inflight_messages_set(self.options.max_unacked_messages)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def _topics(self) -> list[str]:
+        filters = [protocol.READINGS_TOPIC_FILTER, protocol.STATUS_TOPIC_FILTER]
+        if self.options.shared_group:
+            return [f"$share/{self.options.shared_group}/{topic}" for topic in filters]
+        return filters
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            logger.error("broker refused the connection: %s", reason)
+            return
+        with self._lock:
+            self._generation += 1
+        client.subscribe([(topic, 1) for topic in self._topics()])
+        logger.info(
+            "connected to %s (session present: %s), subscribed to %s",
+            self.mqtt_url.redacted(),
+            flags.session_present,
+            ", ".join(self._topics()),
+        )
+        self._connected.set()
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self._connected.clear()
+        if not self._stopping.is_set():
+            logger.warning("lost the broker (%s); reconnecting", reason)
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        payload = bytes(message.payload)
+        if message.dup:
+            self.metrics.redeliveries.inc()
+        inbound = InboundMessage(
+            message.topic, payload, datetime.now(UTC), redelivered=bool(message.dup)
+        )
+        # A cheap estimate of readings for the size trigger: one per "seq" key.
+        hint = payload.count(b'"seq"') or 1
+        self._inbox.put(_Pending(inbound, message.mid, self._generation, hint))
+        self.metrics.pending.inc()
+
+    # ---------------------------------------------------------------- main loop
+
+    def connect(self, timeout_s: float = 30) -> None:
+        """Connect to the broker, failing with a clear message if it cannot be reached."""
+        try:
+            self._client.connect(self.mqtt_url.host, self.mqtt_url.port, keepalive=30)
+        except OSError as error:
+            raise ConfigError(
+                "COVERWATCH_MQTT_URL",
+                f"cannot reach the broker at {self.mqtt_url.redacted()}: {error}",
+                "check the host and port, and that the broker is running",
+            ) from None
+        self._client.loop_start()
+        if not self._connected.wait(timeout_s):
+            self._client.loop_stop()
+            raise ConfigError(
+                "COVERWATCH_MQTT_URL",
+                f"the broker at {self.mqtt_url.redacted()} did not accept the connection",
+                "check the username and password (or client certificate) and the broker's ACL",
+            )
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def run(self) -> None:
+        """Batch and store until stopped; then flush what is pending and disconnect."""
+        try:
+            while not self._stopping.is_set():
+                batch = self._collect_batch()
+                if batch:
+                    self._store_with_retry(batch)
+            # Drain what already arrived so a clean stop commits (and acks) it.
+            leftover = self._drain()
+            if leftover:
+                self._store_with_retry(leftover, give_up_when_stopping=True)
+        finally:
+            self._client.disconnect()
+            self._client.loop_stop()
+            self.store.close()
+
+    def _drain(self) -> list[_Pending]:
+        items: list[_Pending] = []
+        while True:
+            try:
+                items.append(self._inbox.get_nowait())
+            except queue.Empty:
+                return items
+
+    def _collect_batch(self) -> list[_Pending]:
+        options = self.options
+        batch: list[_Pending] = []
+        readings = 0
+        try:
+            first = self._inbox.get(timeout=0.2)
+        except queue.Empty:
+            return batch
+        batch.append(first)
+        readings += first.readings_hint
+        deadline = time.monotonic() + options.batch_age_s
+        while readings < options.batch_readings and len(batch) < options.max_unacked_messages:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                item = self._inbox.get(timeout=remaining)
+            except queue.Empty:
+                break
+            batch.append(item)
+            readings += item.readings_hint
+        return batch
+
+    def _store_with_retry(
+        self, batch: list[_Pending], *, give_up_when_stopping: bool = False
+    ) -> None:
+        delay = self.options.retry_initial_s
+        while True:
+            started = time.perf_counter()
+            try:
+                result = self.store.write([item.message for item in batch])
+            except TemporaryStoreError as error:
+                self.metrics.database_retries.inc()
+                if give_up_when_stopping:
+                    logger.warning(
+                        "database unavailable at shutdown (%s); %d messages stay with the broker",
+                        error,
+                        len(batch),
+                    )
+                    return
+                logger.warning("database unavailable (%s); retrying in %.1fs", error, delay)
+                if self._stopping.wait(delay * random.uniform(0.8, 1.2)):  # noqa: S311 (jitter)
+                    give_up_when_stopping = True
+                delay = min(delay * 2, self.options.retry_max_s)
+                continue
+            except Exception:
+                # Not a database error we know: never ack what we could not store.
+                logger.exception("unexpected error writing a batch; retrying")
+                if self._stopping.wait(delay):
+                    return
+                delay = min(delay * 2, self.options.retry_max_s)
+                continue
+            break
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self._acknowledge(batch)
+        self.metrics.pending.dec(len(batch))
+        self.metrics.messages.labels("stored").inc(len(batch))
+        for kind, count in result.stored.items():
+            self.metrics.readings.labels(kind).inc(count)
+        self.metrics.duplicates.inc(result.duplicates)
+        self.metrics.dead_letters.inc(result.dead_letters)
+        logger.debug(
+            "batch messages=%d stored=%d duplicates=%d dead_letters=%d",
+            len(batch),
+            result.stored_total,
+            result.duplicates,
+            result.dead_letters,
+        )
+
+    def _acknowledge(self, batch: list[_Pending]) -> None:
+        generation = self._generation
+        for item in batch:
+            if item.generation == generation:
+                self._client.ack(item.mid, 1)

@@ -1,0 +1,97 @@
+"""Versioned, idempotent schema migrations (``coverwatch db upgrade``).
+
+Migrations are SQL files ``NNN_name.sql`` in ``collector/migrations/``. Where storage
+differs, a version has two variants, ``NNN_name_plain.sql`` and
+``NNN_name_timescale.sql``; the TimescaleDB one is chosen when the extension is
+available on the server (``pg_available_extensions``), the plain one otherwise. The
+applied versions and the storage kind are recorded in ``schema_migrations``; an
+advisory lock keeps two collectors starting together from migrating at once. Each
+migration runs in one transaction: it is applied whole or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Literal
+
+import psycopg
+
+logger = logging.getLogger("coverwatch.collector")
+
+Storage = Literal["timescale", "plain"]
+_MIGRATION_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+?)(?:_(plain|timescale))?\.sql$")
+_LOCK_KEY = 0x636F7665  # "cove": one fixed key for coverwatch migrations
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def available_storage(connection: psycopg.Connection[Any]) -> Storage:
+    row = connection.execute(
+        "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+    ).fetchone()
+    return "timescale" if row else "plain"
+
+
+def migrations_for(storage: Storage) -> list[Migration]:
+    chosen: dict[int, Migration] = {}
+    for entry in resources.files("collector.migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if not match:
+            continue
+        version, name, variant = int(match[1]), match[2], match[3]
+        if variant is not None and variant != storage:
+            continue
+        if version in chosen:
+            raise RuntimeError(f"two migrations share version {version:03d}")
+        chosen[version] = Migration(version, name, entry.read_text(encoding="utf-8"))
+    return [chosen[version] for version in sorted(chosen)]
+
+
+def upgrade(database_url: str) -> list[Migration]:
+    """Apply every migration not yet applied; return those applied now."""
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+        try:
+            return _upgrade_locked(connection)
+        finally:
+            connection.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+
+
+def _upgrade_locked(connection: psycopg.Connection[Any]) -> list[Migration]:
+    connection.execute(
+        """CREATE TABLE IF NOT EXISTS schema_migrations (
+               version    integer PRIMARY KEY,
+               name       text NOT NULL,
+               storage    text NOT NULL,
+               applied_at timestamptz NOT NULL DEFAULT now())"""
+    )
+    # Once a database has a storage kind, it keeps it (a later-installed extension
+    # does not turn half the migrations into TimescaleDB ones).
+    storage = storage_in_use(connection) or available_storage(connection)
+    applied = {row[0] for row in connection.execute("SELECT version FROM schema_migrations")}
+    done: list[Migration] = []
+    for migration in migrations_for(storage):
+        if migration.version in applied:
+            continue
+        logger.info("applying migration %03d_%s (%s)", migration.version, migration.name, storage)
+        with connection.transaction():
+            connection.execute(migration.sql.encode())
+            connection.execute(
+                "INSERT INTO schema_migrations (version, name, storage) VALUES (%s, %s, %s)",
+                (migration.version, migration.name, storage),
+            )
+        done.append(migration)
+    return done
+
+
+def storage_in_use(connection: psycopg.Connection[Any]) -> Storage | None:
+    row = connection.execute("SELECT storage FROM schema_migrations LIMIT 1").fetchone()
+    return None if row is None else ("timescale" if row[0] == "timescale" else "plain")

@@ -1,0 +1,416 @@
+"""Writes decoded messages to PostgreSQL: readings exactly once, bad input to dead letters.
+
+One call of :meth:`Store.write` handles one batch of MQTT messages in one transaction:
+
+* readings of each kind are COPY'd into a temporary staging table and moved into
+  ``readings_<kind>`` with ``INSERT … ON CONFLICT DO NOTHING``, so a redelivered or
+  re-sent reading (same probe id and seq) is counted as a duplicate, never stored twice;
+* messages and readings that fail validation go to ``dead_letters`` with the reason;
+* status messages and the readings' arrival update ``probe_status`` and ``probe_events``.
+
+Errors are sorted as Telegraf's PostgreSQL output does: *temporary* ones (SQLSTATE
+classes 08 connection, 40 serialization/deadlock, 53 resources such as a full disk,
+57 operator intervention such as a restart, or a lost connection) raise
+:class:`TemporaryStoreError` and the caller retries the whole batch later; *permanent*
+ones (22 data exception, 23 constraint violation) make the store retry message by
+message and then reading by reading, quarantining only the rows that fail.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import psycopg
+from psycopg import sql
+
+from coverwatch import protocol
+
+logger = logging.getLogger("coverwatch.collector")
+
+DEAD_LETTER_PAYLOAD_LIMIT = 64 * 1024
+TEMPORARY_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+
+# Columns of readings_<kind>, in protocol order: the protocol is the single definition.
+COLUMNS: dict[str, tuple[str, ...]] = {
+    kind: tuple(reading_type.__struct_fields__)
+    for kind, reading_type in protocol.READING_TYPES.items()
+}
+
+
+class TemporaryStoreError(Exception):
+    """The database is unreachable or busy; retry the same batch later."""
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    topic: str
+    payload: bytes
+    received_at: datetime
+    redelivered: bool = False
+
+
+@dataclass
+class WriteResult:
+    stored: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    duplicates: int = 0
+    dead_letters: int = 0
+    status_messages: int = 0
+
+    @property
+    def stored_total(self) -> int:
+        return sum(self.stored.values())
+
+    def add(self, other: WriteResult) -> None:
+        for kind, count in other.stored.items():
+            self.stored[kind] += count
+        self.duplicates += other.duplicates
+        self.dead_letters += other.dead_letters
+        self.status_messages += other.status_messages
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    topic: str
+    probe_id: str | None
+    reason: str
+    field: str | None
+    payload: bytes
+    received_at: datetime
+    reading_index: int | None = None
+
+
+@dataclass
+class _Decoded:
+    """A batch of messages after decoding, grouped for writing."""
+
+    readings: dict[str, list[tuple[Any, ...]]] = field(default_factory=lambda: defaultdict(list))
+    arrivals: dict[str, _Arrival] = field(default_factory=dict)
+    statuses: list[tuple[protocol.ProbeStatus, datetime]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+@dataclass
+class _Arrival:
+    """What one probe's readings in this batch say about the probe."""
+
+    last_seen: datetime
+    last_taken_at: datetime
+    boot_id: str
+
+
+def is_temporary(error: BaseException) -> bool:
+    """Connection trouble, serialization failures, full disks, restarts: retry later."""
+    state: str | None = getattr(error, "sqlstate", None)
+    if state:
+        return state[:2] in TEMPORARY_SQLSTATE_CLASSES
+    # No SQLSTATE: the connection itself failed or was lost.
+    return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
+
+
+def decode_messages(messages: Iterable[InboundMessage]) -> _Decoded:
+    decoded = _Decoded()
+    for message in messages:
+        _decode_one(message, decoded)
+    return decoded
+
+
+def _probe_from_topic(topic: str) -> str | None:
+    try:
+        return protocol.parse_topic(topic).probe_id
+    except protocol.ProtocolError:
+        return None
+
+
+def _decode_one(message: InboundMessage, into: _Decoded) -> None:
+    try:
+        address = protocol.parse_topic(message.topic)
+        if address.channel == "status":
+            if not message.payload:
+                return  # an empty retained message only clears the status; nothing to store
+            status = protocol.decode_status(message.topic, message.payload)
+            into.statuses.append((status, message.received_at))
+            return
+        batch = protocol.decode_readings(message.topic, message.payload)
+    except protocol.ProtocolError as error:
+        into.dead_letters.append(
+            DeadLetter(
+                message.topic,
+                _probe_from_topic(message.topic),
+                error.reason,
+                error.field,
+                message.payload,
+                message.received_at,
+            )
+        )
+        return
+    probe_id = batch.batch.probe_id
+    for rejected in batch.rejected:
+        into.dead_letters.append(
+            DeadLetter(
+                message.topic,
+                probe_id,
+                rejected.error.reason,
+                rejected.error.field,
+                rejected.raw,
+                message.received_at,
+                rejected.index,
+            )
+        )
+    for reading in batch.batch.readings:
+        kind = reading.__struct_config__.tag
+        assert isinstance(kind, str)
+        into.readings[kind].append((probe_id, *(getattr(reading, name) for name in COLUMNS[kind])))
+        arrival = into.arrivals.get(probe_id)
+        if arrival is None:
+            arrival = into.arrivals[probe_id] = _Arrival(
+                message.received_at, reading.taken_at, reading.boot_id
+            )
+        arrival.last_seen = max(arrival.last_seen, message.received_at)
+        if reading.taken_at >= arrival.last_taken_at:
+            arrival.last_taken_at = reading.taken_at
+            arrival.boot_id = reading.boot_id
+
+
+class Store:
+    """Writes batches over one connection, reconnecting when it was lost."""
+
+    def __init__(self, database_url: str, *, connect_timeout_s: float = 10) -> None:
+        self.database_url = database_url
+        self.connect_timeout_s = connect_timeout_s
+        self._connection: psycopg.Connection[Any] | None = None
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def connection(self) -> psycopg.Connection[Any]:
+        if self._connection is None or self._connection.closed or self._connection.broken:
+            self._connection = psycopg.connect(
+                self.database_url, connect_timeout=int(self.connect_timeout_s)
+            )
+            self._connection.execute("SET synchronous_commit = on")
+            self._connection.commit()
+        return self._connection
+
+    def write(self, messages: Sequence[InboundMessage]) -> WriteResult:
+        """Store a batch; raise TemporaryStoreError if it must be retried whole."""
+        decoded = decode_messages(messages)
+        try:
+            return self._write_decoded(decoded)
+        except psycopg.Error as error:
+            self._rollback_quietly()
+            if is_temporary(error):
+                raise TemporaryStoreError(str(error).strip()) from error
+            logger.warning(
+                "permanent database error, retrying message by message: %s", str(error).strip()
+            )
+        return self._write_one_by_one(messages)
+
+    def _rollback_quietly(self) -> None:
+        connection = self._connection
+        if connection is None:
+            return
+        try:
+            connection.rollback()
+        except psycopg.Error:
+            self.close()
+
+    def _write_decoded(self, decoded: _Decoded) -> WriteResult:
+        connection = self.connection()
+        result = WriteResult()
+        with connection.transaction():
+            for kind, rows in decoded.readings.items():
+                inserted = _copy_readings(connection, kind, rows)
+                result.stored[kind] += inserted
+                result.duplicates += len(rows) - inserted
+            _insert_dead_letters(connection, decoded.dead_letters)
+            result.dead_letters = len(decoded.dead_letters)
+            _record_arrivals(connection, decoded.arrivals)
+            for status, received_at in decoded.statuses:
+                _record_status(connection, status, received_at)
+            result.status_messages = len(decoded.statuses)
+        connection.commit()
+        return result
+
+    def _write_one_by_one(self, messages: Sequence[InboundMessage]) -> WriteResult:
+        total = WriteResult()
+        for message in messages:
+            decoded = decode_messages([message])
+            try:
+                total.add(self._write_decoded(decoded))
+                continue
+            except psycopg.Error as error:
+                self._rollback_quietly()
+                if is_temporary(error):
+                    raise TemporaryStoreError(str(error).strip()) from error
+            total.add(self._write_reading_by_reading(message, decoded))
+        return total
+
+    def _write_reading_by_reading(self, message: InboundMessage, decoded: _Decoded) -> WriteResult:
+        """Quarantine exactly the readings the database refuses."""
+        total = WriteResult()
+        singles: list[_Decoded] = []
+        for kind, rows in decoded.readings.items():
+            for row in rows:
+                single = _Decoded()
+                single.readings[kind].append(row)
+                singles.append(single)
+        rest = _Decoded(
+            arrivals=decoded.arrivals,
+            statuses=decoded.statuses,
+            dead_letters=decoded.dead_letters,
+        )
+        for part in [*singles, rest]:
+            try:
+                total.add(self._write_decoded(part))
+            except psycopg.Error as error:
+                self._rollback_quietly()
+                if is_temporary(error):
+                    raise TemporaryStoreError(str(error).strip()) from error
+                reason = f"database refused the row: {str(error).strip()}"
+                ((kind, rows),) = part.readings.items() if part.readings else (("", []),)
+                raw = (
+                    msgspec.json.encode(
+                        dict(zip(("probe_id", *COLUMNS[kind]), rows[0], strict=True))
+                    )
+                    if rows
+                    else message.payload
+                )
+                letter = DeadLetter(
+                    message.topic,
+                    _probe_from_topic(message.topic),
+                    reason,
+                    None,
+                    raw,
+                    message.received_at,
+                )
+                total.add(self._write_decoded(_Decoded(dead_letters=[letter])))
+        return total
+
+
+def _copy_readings(
+    connection: psycopg.Connection[Any], kind: str, rows: list[tuple[Any, ...]]
+) -> int:
+    table = sql.Identifier(f"readings_{kind}")
+    staging = sql.Identifier(f"staging_{kind}")
+    columns = sql.SQL(", ").join(sql.Identifier(name) for name in ("probe_id", *COLUMNS[kind]))
+    connection.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        ).format(staging, table)
+    )
+    with connection.cursor() as cursor:
+        with cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(staging, columns)) as copy:
+            for row in rows:
+                copy.write_row(row)
+        cursor.execute(
+            sql.SQL(
+                "INSERT INTO {table} ({columns}) SELECT {columns} FROM {staging} "
+                "ON CONFLICT DO NOTHING"
+            ).format(table=table, columns=columns, staging=staging)
+        )
+        inserted = cursor.rowcount
+        cursor.execute(sql.SQL("TRUNCATE {}").format(staging))
+    return inserted
+
+
+def _insert_dead_letters(connection: psycopg.Connection[Any], letters: list[DeadLetter]) -> None:
+    if not letters:
+        return
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO dead_letters (received_at, topic, probe_id, reading_index, reason, "
+            "field, payload, payload_bytes) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    letter.received_at,
+                    letter.topic.replace("\x00", "\\0"),
+                    letter.probe_id,
+                    letter.reading_index,
+                    letter.reason.replace("\x00", "\\0"),
+                    letter.field.replace("\x00", "\\0") if letter.field else None,
+                    letter.payload[:DEAD_LETTER_PAYLOAD_LIMIT],
+                    len(letter.payload),
+                )
+                for letter in letters
+            ],
+        )
+
+
+def _record_arrivals(connection: psycopg.Connection[Any], arrivals: dict[str, _Arrival]) -> None:
+    """Update probe_status from the readings' arrival, set-based (one COPY, two statements)."""
+    if not arrivals:
+        return
+    connection.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS staging_arrivals (probe_id text, last_seen timestamptz, "
+        "last_taken_at timestamptz, boot_id uuid) ON COMMIT DELETE ROWS"
+    )
+    with connection.cursor() as cursor:
+        with cursor.copy("COPY staging_arrivals FROM STDIN") as copy:
+            for probe_id, arrival in arrivals.items():
+                copy.write_row(
+                    (probe_id, arrival.last_seen, arrival.last_taken_at, arrival.boot_id)
+                )
+        # A newer reading from another boot than the last one stored: the probe rebooted.
+        cursor.execute(
+            """INSERT INTO probe_events (probe_id, at, event, detail)
+               SELECT a.probe_id, a.last_taken_at, 'reboot',
+                      jsonb_build_object('previous_boot_id', s.boot_id, 'boot_id', a.boot_id)
+               FROM staging_arrivals a JOIN probe_status s USING (probe_id)
+               WHERE s.boot_id IS NOT NULL AND s.boot_id <> a.boot_id
+                 AND (s.last_taken_at IS NULL OR a.last_taken_at >= s.last_taken_at)
+               ON CONFLICT DO NOTHING"""
+        )
+        cursor.execute(
+            """INSERT INTO probe_status (probe_id, last_seen, last_taken_at, boot_id)
+               SELECT probe_id, last_seen, last_taken_at, boot_id FROM staging_arrivals
+               ON CONFLICT (probe_id) DO UPDATE SET
+                   last_seen = greatest(probe_status.last_seen, excluded.last_seen),
+                   boot_id = CASE WHEN probe_status.last_taken_at IS NULL
+                                    OR excluded.last_taken_at >= probe_status.last_taken_at
+                                  THEN excluded.boot_id ELSE probe_status.boot_id END,
+                   last_taken_at = greatest(probe_status.last_taken_at, excluded.last_taken_at)"""
+        )
+        cursor.execute("TRUNCATE staging_arrivals")
+
+
+def _record_status(
+    connection: psycopg.Connection[Any], status: protocol.ProbeStatus, received_at: datetime
+) -> None:
+    at = status.at or received_at
+    changed = connection.execute(
+        """INSERT INTO probe_status (probe_id, state, state_changed_at, agent_version)
+           VALUES (%(probe)s, %(state)s, %(at)s, %(version)s)
+           ON CONFLICT (probe_id) DO UPDATE SET
+               state = excluded.state,
+               state_changed_at = excluded.state_changed_at,
+               agent_version = coalesce(excluded.agent_version, probe_status.agent_version)
+           WHERE probe_status.state_changed_at IS NULL
+              OR probe_status.state_changed_at <= excluded.state_changed_at
+           RETURNING probe_id""",
+        {
+            "probe": status.probe_id,
+            "state": status.state,
+            "at": at,
+            "version": status.agent_version,
+        },
+    ).fetchone()
+    detail = {k: v for k, v in {"reason": status.reason, "boot_id": status.boot_id}.items() if v}
+    connection.execute(
+        "INSERT INTO probe_events (probe_id, at, event, detail) VALUES (%s, %s, %s, %s::jsonb) "
+        "ON CONFLICT DO NOTHING",
+        (status.probe_id, at, status.state, msgspec.json.encode(detail).decode()),
+    )
+    if changed is None:
+        logger.debug("older status for %s ignored", status.probe_id)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
