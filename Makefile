@@ -40,3 +40,7 @@ clean:
 .PHONY: bench-protocol
 bench-protocol: $(STAMP)
 	$(BIN)/python -m bench.protocol_decode
+
+.PHONY: bench-ingest
+bench-ingest: $(STAMP)
+	$(BIN)/python -m bench.ingest

@@ -61,17 +61,28 @@ class Collector:
             self.messages.append(message)
             self._arrived.notify_all()
 
-    def wait_for(self, count: int, timeout_s: float = 10) -> list[Received]:
+    def wait_for(
+        self, count: int, timeout_s: float = 10, *, topic: str | None = None
+    ) -> list[Received]:
+        """The messages so far, once ``count`` have arrived (on ``topic``, if given).
+
+        amqtt has been seen handing a fresh subscriber a stray retained last will of
+        another topic, so tests that expect one topic say which.
+        """
         deadline = time.monotonic() + timeout_s
+
+        def matching() -> list[Received]:
+            return [m for m in self.messages if topic is None or m.topic == topic]
+
         with self._arrived:
-            while len(self.messages) < count:
+            while len(matching()) < count:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise AssertionError(
-                        f"expected {count} messages within {timeout_s}s, got {len(self.messages)}"
+                        f"expected {count} messages within {timeout_s}s, got {len(matching())}"
                     )
                 self._arrived.wait(remaining)
-            return list(self.messages)
+            return matching()
 
 
 def connect_client(

@@ -39,13 +39,13 @@ def test_documented_example_publishes_and_decodes(broker: LocalBroker, argv: lis
     topic = argument_after(argv, "-t")
     with subscribed(url, topic) as inbox:
         subprocess.run(command, check=True, timeout=30, capture_output=True)
-        message = inbox.wait_for(1)[-1]
+        message = inbox.wait_for(1, topic=topic)[-1]
     if topic.endswith("/status"):
         status = protocol.decode_status(message.topic, message.payload)
         assert (status.probe_id, status.state) == ("cb-001", "online")
         # -r: the status stays for whoever subscribes later.
         with subscribed(url, topic) as later:
-            assert later.wait_for(1)[0].retain
+            assert later.wait_for(1, topic=topic)[0].retain
         # Clear the retained status so other tests on this broker start clean.
         clear = list(command)
         position = clear.index("-m")
