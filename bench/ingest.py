@@ -35,7 +35,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from psycopg import sql
 
 from collector import schema
-from collector.storage import COLUMNS, InboundMessage, decode_messages
+from collector.storage import COLUMNS, InboundMessage, Store, decode_messages
 from coverwatch import protocol
 from coverwatch.localservices import LocalPostgres, start_local_broker
 from coverwatch.settings import MqttUrl
