@@ -73,6 +73,8 @@ class Collector:
         self._inbox: queue.Queue[_Pending] = queue.Queue()
         self._stopping = threading.Event()
         self._connected = threading.Event()
+        self._answered = threading.Event()  # CONNACK received, accepted or not
+        self._refusal: str | None = None
         self._generation = 0
         self._lock = threading.Lock()
         self._client = self._make_client()
@@ -107,6 +109,8 @@ class Collector:
     def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
             logger.error("broker refused the connection: %s", reason)
+            self._refusal = str(reason)
+            self._answered.set()
             return
         with self._lock:
             self._generation += 1
@@ -118,6 +122,7 @@ class Collector:
             ", ".join(self._topics()),
         )
         self._connected.set()
+        self._answered.set()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         self._connected.clear()
@@ -149,11 +154,12 @@ class Collector:
                 "check the host and port, and that the broker is running",
             ) from None
         self._client.loop_start()
-        if not self._connected.wait(timeout_s):
+        if not self._answered.wait(timeout_s) or not self._connected.is_set():
             self._client.loop_stop()
+            answer = f" ({self._refusal})" if self._refusal else ""
             raise ConfigError(
                 "COVERWATCH_MQTT_URL",
-                f"the broker at {self.mqtt_url.redacted()} did not accept the connection",
+                f"the broker at {self.mqtt_url.redacted()} did not accept the connection{answer}",
                 "check the username and password (or client certificate) and the broker's ACL",
             )
 

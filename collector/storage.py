@@ -2,9 +2,10 @@
 
 One call of :meth:`Store.write` handles one batch of MQTT messages in one transaction:
 
-* readings of each kind are COPY'd into a temporary staging table and moved into
-  ``readings_<kind>`` with ``INSERT … ON CONFLICT DO NOTHING``, so a redelivered or
-  re-sent reading (same probe id and seq) is counted as a duplicate, never stored twice;
+* readings of each kind are COPY'd straight into ``readings_<kind>`` inside a
+  savepoint; if that hits the unique key (a redelivered or re-sent reading), they go
+  through a staging table and ``INSERT … ON CONFLICT DO NOTHING`` instead, so a
+  duplicate is counted, never stored twice;
 * messages and readings that fail validation go to ``dead_letters`` with the reason;
 * status messages and the readings' arrival update ``probe_status`` and ``probe_events``.
 
@@ -298,9 +299,28 @@ class Store:
 def _copy_readings(
     connection: psycopg.Connection[Any], kind: str, rows: list[tuple[Any, ...]]
 ) -> int:
+    """Store rows, skipping those already stored; return how many were new.
+
+    Fast path: COPY straight into the table inside a savepoint, as most batches hold
+    no reading seen before. A unique violation (a redelivery or re-send) rolls the
+    savepoint back and takes the slow path: COPY into a staging table, then
+    INSERT … ON CONFLICT DO NOTHING, which counts exactly the new rows.
+    """
     table = sql.Identifier(f"readings_{kind}")
-    staging = sql.Identifier(f"staging_{kind}")
     columns = sql.SQL(", ").join(sql.Identifier(name) for name in ("probe_id", *COLUMNS[kind]))
+    try:
+        copy_rows = sql.SQL("COPY {} ({}) FROM STDIN").format(table, columns)
+        with (
+            connection.transaction(),
+            connection.cursor() as cursor,
+            cursor.copy(copy_rows) as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
+        return len(rows)
+    except psycopg.errors.UniqueViolation:
+        pass
+    staging = sql.Identifier(f"staging_{kind}")
     connection.execute(
         sql.SQL(
             "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
