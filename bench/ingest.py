@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -26,7 +27,6 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import paho.mqtt.client as mqtt
 import psutil
@@ -34,66 +34,21 @@ import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 from psycopg import sql
 
+from bench.fleet import readings_batch
 from collector import schema
 from collector.storage import COLUMNS, InboundMessage, Store, decode_messages
 from coverwatch import protocol
 from coverwatch.localservices import LocalPostgres, start_local_broker
 from coverwatch.settings import MqttUrl
 
-BOOT_ID = "3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
 BIN = Path(sys.executable).parent
 
 
+_RNG = random.Random(7)
+
+
 def cycle(probe_id: str, first_seq: int, size: int, taken_at: datetime) -> protocol.ReadingsBatch:
-    readings: list[protocol.Reading] = []
-    for offset in range(size):
-        seq = first_seq + offset
-        common: dict[str, Any] = {
-            "seq": seq,
-            "boot_id": BOOT_ID,
-            "taken_at": taken_at,
-            "monotonic_ms": seq,
-            "ntp_synced": True,
-        }
-        slot = offset % 8
-        if slot < 3:
-            readings.append(
-                protocol.SignalReading(
-                    **common,
-                    registration="home",
-                    technology="lte",
-                    operator_code="45204",
-                    cell_id=27449610 + slot,
-                    tac=12801,
-                    rsrp_dbm=-100.0 - slot,
-                    rsrq_db=-12.0,
-                    sinr_db=5.5,
-                    rssi_dbm=-75.0,
-                )
-            )
-        elif slot < 6:
-            readings.append(
-                protocol.LatencyReading(
-                    **common,
-                    target=f"target-{slot}",
-                    method="icmp",
-                    packets_sent=10,
-                    packets_received=9,
-                    loss_pct=10.0,
-                    rtt_min_ms=60.0,
-                    rtt_avg_ms=80.0,
-                    rtt_median_ms=78.0,
-                    rtt_max_ms=150.0,
-                    jitter_ms=12.0,
-                )
-            )
-        elif slot == 6:
-            readings.append(protocol.PowerReading(**common, uptime_s=float(seq), on_mains=True))
-        else:
-            readings.append(
-                protocol.SystemReading(**common, cpu_temp_c=50.0, load_1m=0.2, outbox_pending=0)
-            )
-    return protocol.ReadingsBatch(v=1, probe_id=probe_id, readings=readings)
+    return readings_batch(probe_id, first_seq, size, taken_at, _RNG)
 
 
 class Publisher:

@@ -16,68 +16,15 @@ import json
 import random
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
 
+from bench.fleet import readings_batch
 from coverwatch import protocol
-
-BOOT_ID = "3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
 
 
 def realistic_batch(probe_id: str, first_seq: int, size: int, rng: random.Random) -> bytes:
-    """A live-cycle mix: mostly signal and latency, some power and system readings."""
     start = datetime(2026, 11, 22, tzinfo=UTC)
-    readings: list[protocol.Reading] = []
-    for offset in range(size):
-        seq = first_seq + offset
-        common: dict[str, Any] = {
-            "seq": seq,
-            "boot_id": BOOT_ID,
-            "taken_at": start + timedelta(seconds=seq),
-            "monotonic_ms": seq * 1000,
-            "ntp_synced": True,
-        }
-        roll = offset % 8
-        if roll < 3:
-            readings.append(
-                protocol.SignalReading(
-                    **common,
-                    registration="home",
-                    technology="lte",
-                    operator_code="45204",
-                    cell_id=rng.randrange(1, 2**28),
-                    tac=rng.randrange(1, 2**16),
-                    rsrp_dbm=rng.uniform(-125, -70),
-                    rsrq_db=rng.uniform(-20, -3),
-                    sinr_db=rng.uniform(-5, 25),
-                    rssi_dbm=rng.uniform(-100, -50),
-                )
-            )
-        elif roll < 6:
-            rtts = sorted(rng.uniform(40, 400) for _ in range(10))
-            readings.append(
-                protocol.LatencyReading(
-                    **common,
-                    target="1.1.1.1",
-                    method="icmp",
-                    packets_sent=10,
-                    packets_received=10,
-                    loss_pct=0,
-                    rtt_min_ms=rtts[0],
-                    rtt_avg_ms=sum(rtts) / 10,
-                    rtt_median_ms=rtts[5],
-                    rtt_max_ms=rtts[-1],
-                    jitter_ms=rng.uniform(1, 40),
-                )
-            )
-        elif roll == 6:
-            readings.append(protocol.PowerReading(**common, uptime_s=seq, on_mains=True))
-        else:
-            readings.append(
-                protocol.SystemReading(**common, cpu_temp_c=51.2, load_1m=0.3, outbox_pending=0)
-            )
-    batch = protocol.ReadingsBatch(v=1, probe_id=probe_id, readings=readings)
-    return protocol.encode(batch)
+    return protocol.encode(readings_batch(probe_id, first_seq, size, start, rng))
 
 
 def measure(
