@@ -45,11 +45,7 @@ def register(commands: Any) -> None:
 def _database_url(value: str | None) -> str:
     url = setting_from(value, DATABASE_URL_ENV)
     if not url:
-        raise ConfigError(
-            "--database-url",
-            "is required",
-            f"pass --database-url or set {DATABASE_URL_ENV}=postgresql://user:pass@host/db",
-        )
+        raise config.missing("database_url", config_file=False)
     return url
 
 

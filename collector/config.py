@@ -81,13 +81,16 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) 
             values[setting.name] = _convert(setting, flag_value, setting.flag)
     for required in ("database_url", "mqtt_url"):
         if not values[required]:
-            setting = _BY_NAME[required]
-            raise ConfigError(
-                setting.flag,
-                "is required",
-                f"pass {setting.flag}, set {setting.env}, or put {required} in the config file",
-            )
+            raise missing(required)
     return values
+
+
+def missing(name: str, *, config_file: bool = True) -> ConfigError:
+    """The error for a required setting that nobody gave."""
+    setting = _BY_NAME[name]
+    where = f"pass {setting.flag}, set {setting.env}"
+    where += f", or put {name} in the config file" if config_file else ""
+    return ConfigError(setting.flag, "is required", where)
 
 
 def _read_file(path: Path) -> dict[str, Any]:

@@ -76,7 +76,6 @@ class Collector:
         self._answered = threading.Event()  # CONNACK received, accepted or not
         self._refusal: str | None = None
         self._generation = 0
-        self._lock = threading.Lock()
         self._client = self._make_client()
 
     # ----------------------------------------------------------------- MQTT side
@@ -112,8 +111,8 @@ class Collector:
             self._refusal = str(reason)
             self._answered.set()
             return
-        with self._lock:
-            self._generation += 1
+        # Only paho's network thread writes this; the writer thread only reads it.
+        self._generation += 1
         client.subscribe([(topic, 1) for topic in self._topics()])
         logger.info(
             "connected to %s (session present: %s), subscribed to %s",

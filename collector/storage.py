@@ -23,7 +23,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -202,17 +202,31 @@ class Store:
 
     def write(self, messages: Sequence[InboundMessage]) -> WriteResult:
         """Store a batch; raise TemporaryStoreError if it must be retried whole."""
-        decoded = decode_messages(messages)
+        outcome = self._try_write(decode_messages(messages))
+        if isinstance(outcome, WriteResult):
+            return outcome
+        logger.warning(
+            "permanent database error, retrying message by message: %s", str(outcome).strip()
+        )
+        total = WriteResult()
+        for message in messages:
+            decoded = decode_messages([message])
+            outcome = self._try_write(decoded)
+            if isinstance(outcome, WriteResult):
+                total.add(outcome)
+            else:
+                total.add(self._write_reading_by_reading(message, decoded))
+        return total
+
+    def _try_write(self, decoded: _Decoded) -> WriteResult | psycopg.Error:
+        """Write in one transaction; a permanent error is returned, a temporary one raised."""
         try:
             return self._write_decoded(decoded)
         except psycopg.Error as error:
             self._rollback_quietly()
             if is_temporary(error):
                 raise TemporaryStoreError(str(error).strip()) from error
-            logger.warning(
-                "permanent database error, retrying message by message: %s", str(error).strip()
-            )
-        return self._write_one_by_one(messages)
+            return error
 
     def _rollback_quietly(self) -> None:
         connection = self._connection
@@ -240,59 +254,39 @@ class Store:
         connection.commit()
         return result
 
-    def _write_one_by_one(self, messages: Sequence[InboundMessage]) -> WriteResult:
-        total = WriteResult()
-        for message in messages:
-            decoded = decode_messages([message])
-            try:
-                total.add(self._write_decoded(decoded))
-                continue
-            except psycopg.Error as error:
-                self._rollback_quietly()
-                if is_temporary(error):
-                    raise TemporaryStoreError(str(error).strip()) from error
-            total.add(self._write_reading_by_reading(message, decoded))
-        return total
-
     def _write_reading_by_reading(self, message: InboundMessage, decoded: _Decoded) -> WriteResult:
-        """Quarantine exactly the readings the database refuses."""
-        total = WriteResult()
-        singles: list[_Decoded] = []
+        """Quarantine exactly the readings the database refuses.
+
+        Each reading is tried in a transaction of its own; a refused one goes to the
+        dead letters as its row in JSON. The message's status and dead letters follow
+        in a last part, quarantined with the raw message should they fail too.
+        """
+        parts: list[tuple[_Decoded, bytes]] = []
         for kind, rows in decoded.readings.items():
             for row in rows:
                 single = _Decoded()
                 single.readings[kind].append(row)
-                singles.append(single)
+                named_row = dict(zip(("probe_id", *COLUMNS[kind]), row, strict=True))
+                parts.append((single, msgspec.json.encode(named_row)))
         rest = _Decoded(
-            arrivals=decoded.arrivals,
-            statuses=decoded.statuses,
-            dead_letters=decoded.dead_letters,
+            arrivals=decoded.arrivals, statuses=decoded.statuses, dead_letters=decoded.dead_letters
         )
-        for part in [*singles, rest]:
-            try:
-                total.add(self._write_decoded(part))
-            except psycopg.Error as error:
-                self._rollback_quietly()
-                if is_temporary(error):
-                    raise TemporaryStoreError(str(error).strip()) from error
-                reason = f"database refused the row: {str(error).strip()}"
-                ((kind, rows),) = part.readings.items() if part.readings else (("", []),)
-                raw = (
-                    msgspec.json.encode(
-                        dict(zip(("probe_id", *COLUMNS[kind]), rows[0], strict=True))
-                    )
-                    if rows
-                    else message.payload
-                )
-                letter = DeadLetter(
-                    message.topic,
-                    _probe_from_topic(message.topic),
-                    reason,
-                    None,
-                    raw,
-                    message.received_at,
-                )
-                total.add(self._write_decoded(_Decoded(dead_letters=[letter])))
+        parts.append((rest, message.payload))
+        total = WriteResult()
+        for part, raw in parts:
+            outcome = self._try_write(part)
+            if isinstance(outcome, WriteResult):
+                total.add(outcome)
+                continue
+            letter = DeadLetter(
+                message.topic,
+                _probe_from_topic(message.topic),
+                f"database refused the row: {str(outcome).strip()}",
+                None,
+                raw,
+                message.received_at,
+            )
+            total.add(self._write_decoded(_Decoded(dead_letters=[letter])))
         return total
 
 
@@ -430,7 +424,3 @@ def _record_status(
     )
     if changed is None:
         logger.debug("older status for %s ignored", status.probe_id)
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)

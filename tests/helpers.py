@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -164,7 +163,3 @@ def doc_mosquitto_pub_commands() -> list[list[str]]:
 
 def argument_after(argv: list[str], flag: str) -> str:
     return argv[argv.index(flag) + 1]
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)

@@ -236,3 +236,28 @@ def test_two_collectors_share_one_subscription(
     assert counts == (published, published)
     assert all(share > 0 for share in shares), f"one collector got everything: {shares}"
     assert sum(shares) >= 60
+
+
+def test_a_row_the_database_refuses_is_quarantined_alone(
+    schema_url: str, broker_url: MqttUrl, probe_id: str
+) -> None:
+    """Valid JSON, valid protocol, but PostgreSQL text cannot hold NUL: a permanent error."""
+    body = {
+        "v": 1,
+        "probe_id": probe_id,
+        "readings": [signal(1), signal(2, operator_name="Viettel\u0000"), signal(3)],
+    }
+    with running_collector(schema_url, broker_url):
+        publish(broker_url, protocol.readings_topic(probe_id), json.dumps(body).encode())
+        assert wait_for_rows(schema_url, probe_id, 2) == (2, 2)
+        deadline = time.monotonic() + 20
+        letters: list[tuple[object, ...]] = []
+        while time.monotonic() < deadline and not letters:
+            letters = query(
+                schema_url, "SELECT reason, payload FROM dead_letters WHERE probe_id = %s", probe_id
+            )
+            time.sleep(0.1)
+    assert [(str(r).split(":")[0]) for r, _ in letters] == ["database refused the row"]
+    payload = letters[0][1]
+    assert isinstance(payload, bytes)
+    assert json.loads(payload)["seq"] == 2

@@ -37,6 +37,12 @@ def test_missing_settings_and_bad_values_are_refused(tmp_path: Path) -> None:
     result = run("collector", "run", env={"COVERWATCH_DATABASE_URL": "", "COVERWATCH_MQTT_URL": ""})
     assert result.returncode == 2
     assert "--database-url: is required" in result.stderr
+    result = run("db", "upgrade", env={"COVERWATCH_DATABASE_URL": ""})
+    assert result.returncode == 2
+    assert (
+        "--database-url: is required\nHint: pass --database-url, set COVERWATCH_DATABASE_URL"
+        in (result.stderr)
+    )
     config = tmp_path / "collector.toml"
     config.write_text(
         '[collector]\ndatabase_url = "postgresql://x/y"\nmqtt_url = "mqtt://h"\nbatch_size = 5\n'
