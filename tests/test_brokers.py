@@ -7,6 +7,7 @@ production broker and the pure-Python fallback are known to serve coverwatch.
 from __future__ import annotations
 
 import json
+import time
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -96,6 +97,10 @@ def test_shared_subscription_delivers_each_message_to_one_member(
             publish(url, topic, json.dumps(body).encode())
         first.wait_for(1)
         second.wait_for(1)
+        deadline = time.monotonic() + 10
+        while len(first.messages) + len(second.messages) < 40 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)  # a message delivered to both members would show up now
         total = len(first.messages) + len(second.messages)
         deadline_messages = first.messages + second.messages
     seqs = sorted(
