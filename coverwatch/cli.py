@@ -7,6 +7,7 @@ Sub-commands import their component lazily, so that ``coverwatch --help`` works
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,18 +52,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Server-side components and the top-level commands each one registers through its
+# ``register(commands)``; listed here so the stubs can say what to install.
+SERVER_COMMANDS: dict[str, tuple[str, ...]] = {
+    "collector.cli": ("db", "collector", "import"),
+    "geo.cli": ("villages", "report", "map", "serve"),
+}
+
+
 def _register_server_commands(commands: Any) -> None:
-    try:
-        from collector.cli import register
-    except ImportError as error:  # the server extra is not installed
-        missing = error.name or "a server-side library"
-        for name in ("db", "collector"):
-            stub = commands.add_parser(
-                name, help=f"(needs: pip install '.[server]'; {missing} missing)"
-            )
-            stub.set_defaults(handler=_needs_server(missing))
-        return
-    register(commands)
+    for module_name, names in SERVER_COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:  # the server extra is not installed
+            missing = error.name or "a server-side library"
+            for name in names:
+                stub = commands.add_parser(
+                    name, help=f"(needs: pip install '.[server]'; {missing} missing)"
+                )
+                stub.set_defaults(handler=_needs_server(missing))
+            continue
+        module.register(commands)
 
 
 def _needs_server(missing: str) -> Any:

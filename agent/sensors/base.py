@@ -1,0 +1,92 @@
+"""What a sensor is, and the registry that finds sensors by name.
+
+A sensor is anything with a ``name`` and a ``read(stamp)`` that returns protocol
+readings (prometheus/client_python's Collector protocol, Telegraf's input registry).
+The agent core owns the common fields: it hands every sensor a :class:`Stamp` with
+the boot id, wall and monotonic time and NTP state of this round, and the outbox
+assigns the sequence number when it stores the reading. Sensors therefore build
+readings with ``seq=0`` via :meth:`Stamp.base`.
+
+A sensor that fails raises; the scheduler turns the exception into a
+``sensor_error`` reading with the reason and carries on, so one broken modem never
+stops the power or latency readings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from coverwatch.protocol import Reading
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """When and in which boot a round of readings was taken."""
+
+    boot_id: str
+    taken_at: datetime
+    monotonic_ms: int
+    ntp_synced: bool
+
+    def base(self) -> dict[str, Any]:
+        """The common reading fields; ``seq`` is a placeholder the outbox replaces."""
+        return {
+            "seq": 0,
+            "boot_id": self.boot_id,
+            "taken_at": self.taken_at,
+            "monotonic_ms": self.monotonic_ms,
+            "ntp_synced": self.ntp_synced,
+        }
+
+
+@runtime_checkable
+class Sensor(Protocol):
+    """Something that measures. ``read`` may raise; the scheduler records why."""
+
+    name: str
+
+    def read(self, stamp: Stamp) -> Iterable[Reading]: ...
+
+
+class SensorError(Exception):
+    """A sensor could not measure; the message is what a technician needs to know."""
+
+
+@dataclass(frozen=True, slots=True)
+class SensorContext:
+    """What the agent gives every sensor when it creates it."""
+
+    # Where a sensor may keep small state across restarts (heartbeat, data budget).
+    state_dir: Path
+
+
+@dataclass(frozen=True, slots=True)
+class SensorPlugin:
+    """A sensor type: its settings dataclass (one ``[sensors.<name>]`` TOML table,
+    every field with a default and ``metadata={"help": ...}``) and its factory."""
+
+    name: str
+    settings_type: type[Any]
+    create: Callable[[Any, SensorContext], Sensor]
+    # Off unless the probe's config enables it (e.g. throughput spends data).
+    enabled_by_default: bool = True
+
+
+_REGISTRY: dict[str, SensorPlugin] = {}
+
+
+def register(plugin: SensorPlugin) -> SensorPlugin:
+    """Make a sensor type available under ``plugin.name``; duplicates are refused."""
+    if plugin.name in _REGISTRY:
+        raise ValueError(f"sensor {plugin.name!r} is registered twice")
+    _REGISTRY[plugin.name] = plugin
+    return plugin
+
+
+def registered() -> dict[str, SensorPlugin]:
+    """All sensor types by name (importing agent.sensors registers the built-in ones)."""
+    return dict(_REGISTRY)
