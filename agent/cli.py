@@ -1,12 +1,36 @@
-"""``coverwatch-probe``: the command a technician runs on a probe."""
+"""``coverwatch-probe``: the command a technician runs on a probe.
+
+``run`` is the daemon (systemd ``Type=notify``), ``once`` takes one round and prints
+it, ``doctor`` checks the installation, ``export`` writes the outbox to a file for a
+village with no connectivity at all, ``config sample|check`` documents and validates
+probe.toml.
+"""
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import logging
+import os
+import signal
 import sys
-from collections.abc import Sequence
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
 
-from coverwatch import __version__
+import msgspec
+
+from agent import config as probe_config
+from agent.clock import Clock
+from agent.outbox import Outbox
+from agent.sensors.base import SensorContext
+from coverwatch import __version__, protocol
+from coverwatch.errors import CoverwatchError
+
+logger = logging.getLogger("coverwatch.agent")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,17 +40,273 @@ def build_parser() -> argparse.ArgumentParser:
         "and publishes the readings over MQTT.",
     )
     parser.add_argument("--version", action="version", version=f"coverwatch-probe {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def with_config(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument(
+            "--config",
+            type=Path,
+            help=f"probe.toml (default: ${probe_config.CONFIG_PATH_ENV} or "
+            f"{probe_config.DEFAULT_PATH})",
+        )
+        return sub
+
+    run = with_config(commands.add_parser("run", help="measure and publish until stopped"))
+    run.set_defaults(handler=_run)
+
+    once = with_config(
+        commands.add_parser(
+            "once", help="take one round of readings and print them (nothing is published)"
+        )
+    )
+    once.add_argument("--json", action="store_true", help="print protocol JSON, one per line")
+    once.add_argument(
+        "--sensor",
+        action="append",
+        metavar="NAME",
+        help="only this sensor (repeatable); default: every enabled sensor but throughput",
+    )
+    once.set_defaults(handler=_once)
+
+    doctor = with_config(
+        commands.add_parser("doctor", help="check modem, SIM, signal, broker, clock, disk")
+    )
+    doctor.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for the broker"
+    )
+    doctor.set_defaults(handler=_doctor)
+
+    export = with_config(
+        commands.add_parser(
+            "export",
+            help="write the outbox as protocol messages to a file (import it on the server "
+            "with: coverwatch import FILE)",
+        )
+    )
+    export.add_argument("-o", "--output", type=Path, required=True, help="file to write")
+    export.add_argument(
+        "--since",
+        type=_parse_since,
+        help="only readings stored since this date/time (e.g. 2026-11-01 or 2026-11-01T08:00Z)",
+    )
+    export.add_argument(
+        "--gzip", action="store_true", help="compress (the importer detects it by itself)"
+    )
+    export.add_argument(
+        "--delete-exported",
+        action="store_true",
+        help="remove exported readings from the outbox once the file is safely written",
+    )
+    export.set_defaults(handler=_export)
+
+    config_cmd = commands.add_parser("config", help="probe.toml: sample or check")
+    config_actions = config_cmd.add_subparsers(dest="config_command", required=True)
+    config_actions.add_parser("sample", help="print a sample with every option").set_defaults(
+        handler=_config_sample
+    )
+    with_config(config_actions.add_parser("check", help="validate probe.toml")).set_defaults(
+        handler=_config_check
+    )
     return parser
+
+
+def _parse_since(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"cannot read {text!r} as a date: use e.g. 2026-11-01 or 2026-11-01T08:00Z"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _sensor_context(config: probe_config.ProbeConfig) -> SensorContext:
+    return SensorContext(state_dir=Path(config.probe.state_dir))
+
+
+# ------------------------------------------------------------------------- commands
+
+
+def _run(args: argparse.Namespace) -> int:
+    from agent.daemon import run_daemon
+
+    config = probe_config.load(args.config)
+    logging.basicConfig(
+        level=config.probe.log_level.upper(),
+        format="%(levelname)s %(name)s: %(message)s",  # journald adds the time
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    run_daemon(config, stop)
+    return 0
+
+
+def _once(args: argparse.Namespace) -> int:
+    from agent.scheduler import build_sensors
+
+    config = probe_config.load(args.config)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    wanted = set(args.sensor or [])
+    unknown = wanted - set(config.sensors)
+    if unknown:
+        raise CoverwatchError(
+            f"unknown sensor(s) {', '.join(sorted(unknown))}; known: "
+            f"{', '.join(sorted(config.sensors))}"
+        )
+    chosen: dict[str, tuple[probe_config.SensorSchedule, Any]] = {}
+    for name, (schedule, settings) in config.sensors.items():
+        if wanted and name in wanted:
+            chosen[name] = (probe_config.SensorSchedule(True, schedule.interval_s), settings)
+        elif not wanted and schedule.enabled and name != "throughput":
+            chosen[name] = (schedule, settings)
+    # A throwaway state directory: a look at the readings must not consume the power
+    # sensor's outage evidence or the throughput data budget of the real daemon.
+    with tempfile.TemporaryDirectory(prefix="coverwatch-once-") as scratch:
+        sensors = build_sensors(chosen, SensorContext(state_dir=Path(scratch)))
+        clock = Clock()
+        stamp = clock.stamp()
+        from agent.scheduler import Agent
+
+        outbox = Outbox(Path(scratch) / "outbox.sqlite3")
+        agent = Agent(sensors, clock=clock, outbox=outbox)
+        agent.schedule = [s for s in agent.schedule if s.sensor.name != "outbox"]
+        readings = agent.take_round()
+        outbox.close()
+    if args.json:
+        encoder = msgspec.json.Encoder()
+        for reading in readings:
+            sys.stdout.write(encoder.encode(reading).decode() + "\n")
+        return 0
+    print(f"probe {config.probe.id}, boot {stamp.boot_id}, clock synced: {stamp.ntp_synced}")
+    for reading in readings:
+        print(_describe(reading))
+    return 1 if any(isinstance(r, protocol.SensorErrorReading) for r in readings) else 0
+
+
+def _describe(reading: protocol.Reading) -> str:
+    kind = str(type(reading).__struct_config__.tag)
+    skip = {"seq", "boot_id", "taken_at", "monotonic_ms", "ntp_synced"}
+    fields = msgspec.structs.asdict(reading)
+    parts = [f"{k}={v}" for k, v in fields.items() if k not in skip and v is not None]
+    return f"  {kind:<12} " + " ".join(parts)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from agent.doctor import Check, render, run_checks
+    from agent.scheduler import build_sensors
+
+    try:
+        config = probe_config.load(args.config)
+    except probe_config.ProbeConfigError as error:
+        print(render([Check("probe.toml", "FAIL", str(error), "fix the lines listed above")]))
+        return 1
+    checks = [Check("probe.toml", "PASS", f"{config.source} is valid (probe {config.probe.id})")]
+    cellular = {name: entry for name, entry in config.sensors.items() if name == "cellular"}
+    sensors = {s.sensor.name: s.sensor for s in build_sensors(cellular, _sensor_context(config))}
+    checks.extend(
+        run_checks(config, sensors=sensors, clock=Clock(), connect_timeout_s=args.timeout)
+    )
+    print(render(checks))
+    return 1 if any(check.verdict == "FAIL" for check in checks) else 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    config = probe_config.load(args.config)
+    if not config.outbox_path.exists():
+        raise CoverwatchError(f"no outbox at {config.outbox_path}: nothing to export")
+    outbox = Outbox(config.outbox_path, max_readings=config.outbox.max_readings)
+    since = args.since.timestamp() if args.since else 0.0
+    exported: list[int] = []
+    try:
+        lines = 0
+        temporary = args.output.with_name(args.output.name + ".partial")
+        with _open_output(temporary, compress=args.gzip) as output:
+            for batch in _batches(outbox, since, config.mqtt.batch_readings):
+                message = protocol.ReadingsBatch(
+                    v=1, probe_id=config.probe.id, readings=batch, sent_at=datetime.now(UTC)
+                )
+                output.write(protocol.encode(message) + b"\n")
+                exported.extend(reading.seq for reading in batch)
+                lines += 1
+            output.flush()
+            os.fsync(output.fileno())
+        temporary.replace(args.output)
+        if args.delete_exported:
+            outbox.remove(exported)
+    finally:
+        outbox.close()
+    print(
+        f"exported {len(exported)} readings in {lines} messages to {args.output}"
+        + (" (removed from the outbox)" if args.delete_exported else "")
+        + f"; import on the server with: coverwatch import {args.output.name}"
+    )
+    return 0
+
+
+def _open_output(path: Path, *, compress: bool) -> Any:
+    raw: IO[bytes] = path.open("wb")
+    if not compress:
+        return raw
+    return _GzipWithFileno(raw)
+
+
+class _GzipWithFileno(gzip.GzipFile):
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__(fileobj=raw, mode="wb")
+        self._raw = raw
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def close(self) -> None:
+        super().close()
+        self._raw.close()
+
+
+def _batches(outbox: Outbox, since: float, size: int) -> Iterator[list[protocol.Reading]]:
+    batch: list[protocol.Reading] = []
+    for reading in outbox.all(stored_since=since):
+        batch.append(reading)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _config_sample(_: argparse.Namespace) -> int:
+    sys.stdout.write(probe_config.sample())
+    return 0
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    config = probe_config.load(args.config)
+    enabled = ", ".join(
+        f"{name} every {schedule.interval_s}s"
+        for name, (schedule, _) in sorted(config.sensors.items())
+        if schedule.enabled
+    )
+    print(
+        f"{config.source}: ok — probe {config.probe.id}, broker "
+        f"{config.mqtt_url.redacted()}, sensors: {enabled}"
+    )
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
+    handler = getattr(args, "handler", None)
+    if handler is None:
         parser.print_help()
         return 2
-    return 0
+    try:
+        result: int = handler(args)
+    except CoverwatchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return result
 
 
 if __name__ == "__main__":

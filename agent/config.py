@@ -1,0 +1,475 @@
+"""The probe's one config file, ``/etc/coverwatch/probe.toml``, declared once.
+
+Every table is a dataclass whose fields carry their default and help text; sensor
+tables (``[sensors.<name>]``) come from each sensor plugin's own ``Settings`` plus
+``enabled`` and ``interval_s``. Loading checks everything at start-up and reports
+*every* problem at once, each with what to write instead — a technician in a village
+should not need three trips to find three typos. ``agent/probe.sample.toml`` is
+generated from these declarations (``coverwatch-probe config sample``) and a test
+keeps the committed sample in step, so every option is documented.
+
+Defaults fit a Pi on a prepaid SIM: signal and power every minute, latency and system
+health every five minutes, speed tests off; about 35 MB of MQTT traffic a month (see
+the sample's header and docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import textwrap
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent import sensors as _builtin_sensors  # noqa: F401 - registers the built-in sensors
+from agent.sensors.base import SensorPlugin, registered
+from coverwatch import protocol
+from coverwatch.errors import CoverwatchError
+from coverwatch.settings import MQTT_URL_ENV, MqttUrl
+
+DEFAULT_PATH = Path("/etc/coverwatch/probe.toml")
+CONFIG_PATH_ENV = "COVERWATCH_PROBE_CONFIG"
+
+# How often each built-in sensor runs unless [sensors.<name>] interval_s says otherwise.
+DEFAULT_INTERVALS_S: dict[str, int] = {
+    "cellular": 60,
+    "power": 60,
+    "latency": 300,
+    "system": 300,
+    "throughput": 3600,
+}
+FALLBACK_INTERVAL_S = 300
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class ProbeSection:
+    id: str = field(
+        default="",
+        metadata=_help(
+            "REQUIRED. This probe's id, as registered on the server (coverwatch probes add): "
+            "1-64 lowercase letters, digits, '-' or '_', e.g. cb-001"
+        ),
+    )
+    state_dir: str = field(
+        default="/var/lib/coverwatch",
+        metadata=_help("where the outbox, heartbeat and data-budget files live"),
+    )
+    log_level: str = field(default="info", metadata=_help("debug, info, warning or error"))
+
+
+@dataclass(frozen=True)
+class MqttSection:
+    url: str = field(
+        default="",
+        metadata=_help(
+            "REQUIRED (or env COVERWATCH_MQTT_URL). Broker URL: mqtts://probe-id@host:8883 "
+            "(TLS) or mqtt://host:1883; the password may be in the URL or in password_file"
+        ),
+    )
+    password_file: str = field(
+        default="",
+        metadata=_help("file holding the broker password (mode 600), instead of the URL"),
+    )
+    ca_file: str = field(
+        default="",
+        metadata=_help("CA certificate that signed the broker's certificate (mqtts://)"),
+    )
+    cert_file: str = field(
+        default="", metadata=_help("client certificate, when the broker wants one")
+    )
+    key_file: str = field(default="", metadata=_help("private key of the client certificate"))
+    keepalive_s: int = field(
+        default=60, metadata=_help("MQTT keepalive; the broker declares us gone after 1.5x this")
+    )
+    backoff_min_s: float = field(
+        default=2.0, metadata=_help("first reconnect delay (then doubling, with jitter)")
+    )
+    backoff_max_s: float = field(default=300.0, metadata=_help("longest reconnect delay"))
+    batch_readings: int = field(
+        default=500, metadata=_help("readings per message when flushing a backlog (max 2000)")
+    )
+    max_inflight_messages: int = field(
+        default=4, metadata=_help("unacknowledged messages at a time while flushing")
+    )
+
+
+@dataclass(frozen=True)
+class OutboxSection:
+    path: str = field(default="", metadata=_help("SQLite file; default <state_dir>/outbox.sqlite3"))
+    max_readings: int = field(
+        default=200_000,
+        metadata=_help(
+            "keep at most this many unsent readings (~40 MB; about 30 days offline at the "
+            "default cadence); the oldest are dropped first and counted"
+        ),
+    )
+    max_age_days: float = field(
+        default=60.0, metadata=_help("drop unsent readings older than this (counted)")
+    )
+
+
+@dataclass(frozen=True)
+class SensorSchedule:
+    enabled: bool
+    interval_s: int
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    probe: ProbeSection
+    mqtt: MqttSection
+    outbox: OutboxSection
+    sensors: dict[str, tuple[SensorSchedule, Any]]  # name -> (schedule, plugin settings)
+    source: Path | None = None
+
+    @property
+    def mqtt_url(self) -> MqttUrl:
+        url = MqttUrl.parse(self.mqtt.url, setting="probe.toml: [mqtt] url")
+        if url.password is None and self.mqtt.password_file:
+            password = Path(self.mqtt.password_file).read_text(encoding="utf-8").strip()
+            url = dataclasses.replace(url, password=password)
+        return url
+
+    @property
+    def outbox_path(self) -> Path:
+        return Path(self.outbox.path or Path(self.probe.state_dir) / "outbox.sqlite3")
+
+
+class ProbeConfigError(CoverwatchError):
+    """Everything wrong with a probe.toml, one line per problem with its fix."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.problems = problems
+        listed = "\n".join(f"  - {problem}" for problem in problems)
+        super().__init__(f"{source} has {len(problems)} problem(s):\n{listed}")
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "probe": ProbeSection,
+    "mqtt": MqttSection,
+    "outbox": OutboxSection,
+}
+_SCHEDULE_FIELDS = ("enabled", "interval_s")
+
+
+def load(
+    path: Path | None = None,
+    *,
+    environ: typing.Mapping[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> ProbeConfig:
+    """Read and validate the config file (``--config``, env, default path)."""
+    env = os.environ if environ is None else environ
+    chosen = path or Path(env.get(CONFIG_PATH_ENV) or DEFAULT_PATH)
+    try:
+        text = chosen.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ProbeConfigError(
+            str(chosen),
+            [
+                "file not found: create it from agent/probe.sample.toml "
+                "(or run: coverwatch-probe config sample > probe.toml) and pass --config"
+            ],
+        ) from None
+    except OSError as error:
+        raise ProbeConfigError(str(chosen), [f"cannot read it: {error.strerror}"]) from None
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ProbeConfigError(
+            str(chosen), [f"not valid TOML: {error} (check quotes and brackets)"]
+        ) from None
+    return from_mapping(document, source=chosen, environ=env, overrides=overrides)
+
+
+def from_mapping(
+    document: dict[str, Any],
+    *,
+    source: Path | None = None,
+    environ: typing.Mapping[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> ProbeConfig:
+    env = os.environ if environ is None else environ
+    problems: list[str] = []
+    plugins = registered()
+    known_tables = [*_SECTIONS, "sensors"]
+    for table_name in document:
+        if table_name not in known_tables:
+            problems.append(
+                f"unknown table [{table_name}]{_did_you_mean(table_name, known_tables)}"
+            )
+    sections: dict[str, Any] = {}
+    for name, section_type in _SECTIONS.items():
+        table = _table(document, name, problems)
+        if name == "mqtt" and not table.get("url") and env.get(MQTT_URL_ENV):
+            table = {**table, "url": env[MQTT_URL_ENV]}
+        for key, value in (overrides or {}).get(name, {}).items():
+            table = {**table, key: value}
+        sections[name] = _build(section_type, table, f"[{name}]", problems)
+    sensors_table = _table(document, "sensors", problems)
+    for name in sensors_table:
+        if name not in plugins:
+            problems.append(
+                f"unknown sensor [sensors.{name}]{_did_you_mean(name, list(plugins))}; "
+                f"known sensors: {', '.join(sorted(plugins))}"
+            )
+    sensors: dict[str, tuple[SensorSchedule, Any]] = {}
+    for name, plugin in sorted(plugins.items()):
+        table = _table(sensors_table, name, problems, prefix="sensors.")
+        sensors[name] = _sensor(plugin, table, problems)
+    config = ProbeConfig(
+        probe=sections["probe"],
+        mqtt=sections["mqtt"],
+        outbox=sections["outbox"],
+        sensors=sensors,
+        source=source,
+    )
+    _check_semantics(config, problems)
+    if problems:
+        raise ProbeConfigError(str(source or "probe config"), problems)
+    return config
+
+
+def _table(
+    document: dict[str, Any], name: str, problems: list[str], *, prefix: str = ""
+) -> dict[str, Any]:
+    value = document.get(name, {})
+    if not isinstance(value, dict):
+        problems.append(f"[{prefix}{name}] must be a table, e.g. a line [{prefix}{name}]")
+        return {}
+    return value
+
+
+def _sensor(
+    plugin: SensorPlugin, table: dict[str, Any], problems: list[str]
+) -> tuple[SensorSchedule, Any]:
+    where = f"[sensors.{plugin.name}]"
+    schedule_values = {key: table[key] for key in _SCHEDULE_FIELDS if key in table}
+    settings_values = {key: value for key, value in table.items() if key not in _SCHEDULE_FIELDS}
+    enabled = schedule_values.get("enabled", plugin.enabled_by_default)
+    interval = schedule_values.get(
+        "interval_s", DEFAULT_INTERVALS_S.get(plugin.name, FALLBACK_INTERVAL_S)
+    )
+    if not isinstance(enabled, bool):
+        problems.append(f"{where} enabled: expected true or false, got {enabled!r}")
+        enabled = False
+    if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
+        problems.append(f"{where} interval_s: expected whole seconds >= 1, got {interval!r}")
+        interval = FALLBACK_INTERVAL_S
+    settings = _build(
+        plugin.settings_type, settings_values, where, problems, extra=_SCHEDULE_FIELDS
+    )
+    return SensorSchedule(enabled=enabled, interval_s=interval), settings
+
+
+def _build(
+    section_type: type[Any],
+    table: dict[str, Any],
+    where: str,
+    problems: list[str],
+    *,
+    extra: tuple[str, ...] = (),
+) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(section_type)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in fields:
+            problems.append(
+                f"{where} unknown option {key!r}{_did_you_mean(key, [*fields, *extra])}"
+            )
+            continue
+        expected = _field_type(section_type, key)
+        checked = _coerce(value, expected)
+        if checked is _INVALID:
+            problems.append(
+                f"{where} {key}: expected {_describe(expected)}, got {value!r} "
+                f"(default: {_toml_value(_default(fields[key]))})"
+            )
+            continue
+        values[key] = checked
+    return section_type(**values)
+
+
+_INVALID = object()
+
+
+def _field_type(section_type: type[Any], name: str) -> Any:
+    return typing.get_type_hints(section_type)[name]
+
+
+def _coerce(value: Any, expected: Any) -> Any:
+    if expected is bool:
+        return value if isinstance(value, bool) else _INVALID
+    if expected is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else _INVALID
+    if expected is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        return _INVALID
+    if expected is str:
+        return value if isinstance(value, str) else _INVALID
+    origin = typing.get_origin(expected)
+    if origin in (list, tuple):
+        (item_type,) = typing.get_args(expected)[:1]
+        if not isinstance(value, list):
+            return _INVALID
+        items = [_coerce(item, item_type) for item in value]
+        if any(item is _INVALID for item in items):
+            return _INVALID
+        return items if origin is list else tuple(items)
+    if origin in (types.UnionType, typing.Union):
+        if value is None:
+            return None
+        for option in typing.get_args(expected):
+            if option is type(None):
+                continue
+            checked = _coerce(value, option)
+            if checked is not _INVALID:
+                return checked
+        return _INVALID
+    return value
+
+
+def _describe(expected: Any) -> str:
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+    if expected in names:
+        return names[expected]
+    origin = typing.get_origin(expected)
+    if origin in (list, tuple):
+        return f"a list of {_describe(typing.get_args(expected)[0])}s"
+    return str(expected)
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_semantics(config: ProbeConfig, problems: list[str]) -> None:
+    if not config.probe.id:
+        problems.append('[probe] id is required, e.g. id = "cb-001" (as registered on the server)')
+    elif not re.match(protocol.PROBE_ID_RE, config.probe.id):
+        problems.append(
+            f"[probe] id {config.probe.id!r} is not a valid probe id: use 1-64 lowercase "
+            "letters, digits, '-' or '_', e.g. cb-001"
+        )
+    if config.probe.log_level.lower() not in ("debug", "info", "warning", "error"):
+        problems.append(
+            f"[probe] log_level {config.probe.log_level!r}: use debug, info, warning or error"
+        )
+    if not config.mqtt.url:
+        problems.append(
+            '[mqtt] url is required, e.g. url = "mqtts://cb-001@broker.example.org:8883" '
+            f"(or set {MQTT_URL_ENV})"
+        )
+    else:
+        try:
+            url = MqttUrl.parse(config.mqtt.url, setting="[mqtt] url")
+        except CoverwatchError as error:
+            problems.append(str(error).replace("\n", " "))
+        else:
+            if url.password is None and config.mqtt.password_file:
+                _check_readable(config.mqtt.password_file, "[mqtt] password_file", problems)
+    for name in ("ca_file", "cert_file", "key_file"):
+        value = getattr(config.mqtt, name)
+        if value:
+            _check_readable(value, f"[mqtt] {name}", problems)
+    if bool(config.mqtt.cert_file) != bool(config.mqtt.key_file):
+        problems.append("[mqtt] cert_file and key_file go together: set both or neither")
+    if not 1 <= config.mqtt.batch_readings <= protocol.MAX_READINGS_PER_BATCH:
+        problems.append(
+            f"[mqtt] batch_readings must be 1-{protocol.MAX_READINGS_PER_BATCH}, "
+            f"got {config.mqtt.batch_readings}"
+        )
+    if config.mqtt.max_inflight_messages < 1:
+        problems.append("[mqtt] max_inflight_messages must be at least 1")
+    if config.mqtt.keepalive_s < 5:
+        problems.append("[mqtt] keepalive_s must be at least 5 seconds")
+    if not 0 < config.mqtt.backoff_min_s <= config.mqtt.backoff_max_s:
+        problems.append("[mqtt] need 0 < backoff_min_s <= backoff_max_s")
+    if config.outbox.max_readings < 100:
+        problems.append("[outbox] max_readings must be at least 100")
+    if config.outbox.max_age_days <= 0:
+        problems.append("[outbox] max_age_days must be more than 0")
+
+
+def _check_readable(path: str, where: str, problems: list[str]) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        problems.append(f"{where}: cannot read {path!r} ({error.strerror}); check the path")
+
+
+# ---------------------------------------------------------------------- the sample file
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    return repr(value)
+
+
+SAMPLE_HEADER = """\
+# coverwatch probe configuration: /etc/coverwatch/probe.toml
+#
+# Generated from the agent's declared settings (coverwatch-probe config sample);
+# every option is listed with its default, commented out. Uncomment and change
+# what you need; the probe checks the whole file at start-up and lists every problem.
+#
+# Only [probe] id and [mqtt] url are required. The defaults fit a Pi on a prepaid
+# SIM: about 4,000 readings a day, roughly 35 MB of MQTT traffic a month (speed tests
+# are off; each one costs ~30-60 MB, so enable them only with a data budget).
+"""
+
+
+def _section_lines(
+    title: str, section_type: type[Any], *, extra: list[str] | None = None
+) -> list[str]:
+    lines = ["", f"[{title}]"]
+    lines.extend(extra or [])
+    for f in dataclasses.fields(section_type):
+        lines.extend(
+            textwrap.wrap(
+                f.metadata.get("help", ""), 88, initial_indent="## ", subsequent_indent="## "
+            )
+        )
+        lines.append(f"# {f.name} = {_toml_value(_default(f))}")
+    return lines
+
+
+def sample() -> str:
+    lines = [SAMPLE_HEADER.rstrip("\n")]
+    for name, section_type in _SECTIONS.items():
+        lines.extend(_section_lines(name, section_type))
+    for name, plugin in sorted(registered().items()):
+        schedule = [
+            "## run this sensor (true/false)",
+            f"# enabled = {_toml_value(plugin.enabled_by_default)}",
+            "## seconds between readings",
+            f"# interval_s = {DEFAULT_INTERVALS_S.get(name, FALLBACK_INTERVAL_S)}",
+        ]
+        lines.extend(_section_lines(f"sensors.{name}", plugin.settings_type, extra=schedule))
+    return "\n".join(lines) + "\n"

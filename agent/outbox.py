@@ -1,0 +1,270 @@
+"""The on-disk outbox: every reading is stored here before it is published.
+
+SQLite in WAL mode with ``synchronous=FULL``: a round of readings is one transaction,
+fsynced before ``add`` returns, so a power cut a millisecond later loses nothing. A
+reading leaves the outbox only when the broker has acknowledged the message carrying
+it (QoS 1 PUBACK). After a crash everything still here is simply sent again; the
+collector's (probe_id, seq) key makes that harmless.
+
+``seq`` is SQLite's AUTOINCREMENT row id: it only grows, survives reboots and is never
+reused even after rows are deleted, which is exactly what the protocol asks of it.
+
+Bounds: at most ``max_readings`` rows and nothing older than ``max_age_s``. When either
+is exceeded the **oldest readings are dropped** (a probe that has been offline for
+weeks keeps its most recent weeks) and the number dropped is added to a persistent
+counter that the system reading reports, so lost data is visible at the collector.
+
+To spare the SD card, each reading is stored once as compact JSON (~200 bytes) and
+deleted in batches; WAL checkpoints are left to SQLite's default auto-checkpoint.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from agent.clock import ClockAnchor
+from coverwatch.protocol import Reading
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    boot_id      TEXT NOT NULL,
+    monotonic_ms INTEGER NOT NULL,
+    ntp_synced   INTEGER NOT NULL,
+    stored_at    REAL NOT NULL,       -- agent wall clock, for the age bound
+    body         BLOB NOT NULL        -- the protocol reading as JSON, seq not filled in
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS clock_anchors (
+    boot_id                   TEXT PRIMARY KEY,
+    wall_at_monotonic_zero_ns INTEGER NOT NULL,
+    recorded_at               REAL NOT NULL
+);
+"""
+_DROPPED = "dropped_total"
+
+_encoder = msgspec.json.Encoder()
+_decoder: msgspec.json.Decoder[Reading] = msgspec.json.Decoder(Reading)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    pending: int
+    dropped_total: int
+    oldest_seq: int | None
+    newest_seq: int | None
+
+
+class Outbox:
+    """Durable FIFO of readings; safe to use from the scheduler and publisher threads."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_readings: int = 200_000,
+        max_age_s: float = 60 * 86_400,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_readings < 1:
+            raise ValueError("max_readings must be at least 1")
+        self.path = path
+        self.max_readings = max_readings
+        self.max_age_s = max_age_s
+        self._now = wall_clock
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection guarded by a lock: SQLite serialises writers anyway, and a
+        # single connection keeps the Pi's memory small.
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.executescript(_SCHEMA)
+        self._anchors = self._load_anchors()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # ------------------------------------------------------------------ writing
+
+    def add(self, readings: Sequence[Reading]) -> list[int]:
+        """Store a round of readings durably; return their sequence numbers."""
+        if not readings:
+            return []
+        now = self._now()
+        seqs: list[int] = []
+        with self._transaction() as db:
+            for reading in readings:
+                cursor = db.execute(
+                    "INSERT INTO readings (boot_id, monotonic_ms, ntp_synced, stored_at, body) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (
+                        reading.boot_id,
+                        reading.monotonic_ms,
+                        int(reading.ntp_synced),
+                        now,
+                        _encoder.encode(reading),
+                    ),
+                )
+                seqs.append(int(cursor.lastrowid or 0))
+            self._enforce_bounds(db, now)
+        return seqs
+
+    def _enforce_bounds(self, db: sqlite3.Connection, now: float) -> None:
+        dropped = db.execute(
+            "DELETE FROM readings WHERE stored_at < ?", (now - self.max_age_s,)
+        ).rowcount
+        excess = db.execute("SELECT count(*) FROM readings").fetchone()[0] - self.max_readings
+        if excess > 0:
+            dropped += db.execute(
+                "DELETE FROM readings WHERE seq IN (SELECT seq FROM readings ORDER BY seq LIMIT ?)",
+                (excess,),
+            ).rowcount
+        if dropped:
+            db.execute(
+                "INSERT INTO counters (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+                (_DROPPED, dropped),
+            )
+
+    def remove(self, seqs: Iterable[int]) -> int:
+        """Forget readings the broker has acknowledged; return how many were removed."""
+        seq_list = list(seqs)
+        if not seq_list:
+            return 0
+        with self._lock:
+            # A lost delete only means a harmless re-send, so deletes skip the fsync
+            # (WAL + synchronous=NORMAL); the next stored round's FULL commit syncs them.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                removed = self._db.executemany(
+                    "DELETE FROM readings WHERE seq = ?", ((seq,) for seq in seq_list)
+                ).rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            finally:
+                self._db.execute("PRAGMA synchronous=FULL")
+        return removed
+
+    def record_anchor(self, anchor: ClockAnchor) -> bool:
+        """Remember a boot's clock anchor (the first one seen wins); True if new."""
+        if anchor.boot_id in self._anchors:
+            return False
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO clock_anchors VALUES (?, ?, ?)",
+                (anchor.boot_id, anchor.wall_at_monotonic_zero_ns, self._now()),
+            )
+            # Anchors of boots with nothing left to correct are only clutter.
+            db.execute(
+                "DELETE FROM clock_anchors WHERE boot_id != ? AND boot_id NOT IN "
+                "(SELECT DISTINCT boot_id FROM readings WHERE ntp_synced = 0)",
+                (anchor.boot_id,),
+            )
+        self._anchors = self._load_anchors()
+        return True
+
+    # ------------------------------------------------------------------ reading
+
+    def _load_anchors(self) -> dict[str, ClockAnchor]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT boot_id, wall_at_monotonic_zero_ns FROM clock_anchors"
+            ).fetchall()
+        return {boot_id: ClockAnchor(boot_id, wall) for boot_id, wall in rows}
+
+    def pending(self, *, after_seq: int = 0, limit: int = 500) -> list[Reading]:
+        """Readings waiting to be sent, oldest first, ready for the wire.
+
+        ``seq`` is filled in, and unsynchronised readings of a boot with a clock anchor
+        get their wall time corrected (see agent.clock).
+        """
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, body FROM readings WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+        return [self._ready(seq, body) for seq, body in rows]
+
+    def get(self, seqs: Sequence[int]) -> list[Reading]:
+        """The readings with these sequence numbers that are still here, oldest first."""
+        if not seqs:
+            return []
+        placeholders = ",".join("?" * len(seqs))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT seq, body FROM readings WHERE seq IN ({placeholders}) ORDER BY seq",  # noqa: S608 - only placeholders are interpolated
+                tuple(seqs),
+            ).fetchall()
+        return [self._ready(seq, body) for seq, body in rows]
+
+    def _ready(self, seq: int, body: bytes) -> Reading:
+        reading = _decoder.decode(body)
+        anchor = None if reading.ntp_synced else self._anchors.get(reading.boot_id)
+        if anchor is not None:
+            return msgspec.structs.replace(
+                reading,
+                seq=seq,
+                taken_at=anchor.wall_time(reading.monotonic_ms),
+                ntp_synced=True,
+            )
+        return msgspec.structs.replace(reading, seq=seq)
+
+    def all(self, *, stored_since: float = 0.0) -> Iterator[Reading]:
+        """Every stored reading, optionally only those stored since a wall time."""
+        after_seq = 0
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT seq, body FROM readings WHERE seq > ? AND stored_at >= ? "
+                    "ORDER BY seq LIMIT 1000",
+                    (after_seq, stored_since),
+                ).fetchall()
+            if not rows:
+                return
+            for seq, body in rows:
+                yield self._ready(seq, body)
+            after_seq = rows[-1][0]
+
+    def stats(self) -> OutboxStats:
+        with self._lock:
+            pending, oldest, newest = self._db.execute(
+                "SELECT count(*), min(seq), max(seq) FROM readings"
+            ).fetchone()
+            row = self._db.execute(
+                "SELECT value FROM counters WHERE name = ?", (_DROPPED,)
+            ).fetchone()
+        return OutboxStats(
+            pending=pending,
+            dropped_total=row[0] if row else 0,
+            oldest_seq=oldest,
+            newest_seq=newest,
+        )

@@ -1,0 +1,348 @@
+"""Publishing the outbox over MQTT (paho-mqtt 2.x), QoS 1, acknowledged deletes.
+
+Two threads, both named: the *network* thread owns the connection (connect, keepalive,
+reconnect with jittered exponential backoff — full jitter, so a village of probes that
+lost the same tower does not reconnect in lock-step), the *pump* thread moves readings
+from the outbox to the broker and deletes them when the broker's PUBACK arrives.
+
+Live readings go first: each new round is published as soon as it is stored. A backlog
+left by an outage is sent oldest-first in batches of ``batch_readings`` in the gaps,
+with at most ``max_inflight_messages`` unacknowledged messages, so a week of backlog
+never delays the current signal reading by more than a few batches.
+
+Status: a retained "online" birth after every connect, a retained "offline" last will
+the broker publishes if the probe vanishes, and a retained "offline" on clean stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.outbox import Outbox
+from coverwatch import __version__, protocol
+from coverwatch.settings import MqttUrl
+
+logger = logging.getLogger("coverwatch.agent")
+
+# Acknowledged readings are deleted from the outbox in batches of this many, or at
+# least this often.
+REMOVE_BATCH_READINGS = 500
+REMOVE_EVERY_S = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherOptions:
+    probe_id: str
+    url: MqttUrl
+    boot_id: str
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    keepalive_s: int = 60
+    backoff_min_s: float = 2.0
+    backoff_max_s: float = 300.0
+    batch_readings: int = 500
+    max_inflight_messages: int = 4
+
+    @property
+    def client_id(self) -> str:
+        return f"coverwatch-probe-{self.probe_id}"
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter (AWS architecture blog's variant)."""
+
+    def __init__(self, minimum_s: float, maximum_s: float, rng: random.Random | None = None):
+        self.minimum_s = minimum_s
+        self.maximum_s = maximum_s
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.maximum_s, self.minimum_s * 2**self.attempt)
+        self.attempt = min(self.attempt + 1, 32)
+        return self.minimum_s + self._rng.uniform(0, max(0.0, ceiling - self.minimum_s))
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class Publisher:
+    """Keeps a connection to the broker and drains the outbox into it."""
+
+    def __init__(self, options: PublisherOptions, outbox: Outbox) -> None:
+        self.options = options
+        self.outbox = outbox
+        self.topic = protocol.readings_topic(options.probe_id)
+        self.status_topic = protocol.status_topic(options.probe_id)
+        self.last_error: str | None = None
+        self.connected = threading.Event()
+        self.published_messages = 0
+        self.acknowledged_readings = 0
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._backoff = Backoff(options.backoff_min_s, options.backoff_max_s)
+        self._state_lock = threading.Lock()
+        self._live: deque[int] = deque()
+        self._inflight: dict[int, list[int]] = {}  # message id -> seqs it carries
+        self._inflight_seqs: set[int] = set()
+        self._acked: deque[int] = deque()
+        self._backlog_cursor = 0
+        self._to_remove: list[int] = []
+        self._last_removal = time.monotonic()
+        self._client = self._make_client()
+        self._threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------------ setup
+
+    def _make_client(self) -> mqtt.Client:
+        options = self.options
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=options.client_id,
+            protocol=mqtt.MQTTv311,
+            clean_session=True,  # the probe subscribes to nothing; unacked messages live in
+            # the outbox, and paho re-sends its in-flight ones after a reconnect
+        )
+        client.enable_logger(logging.getLogger("coverwatch.agent.mqtt"))
+        if options.url.username:
+            client.username_pw_set(options.url.username, options.url.password)
+        if options.url.tls:
+            client.tls_set(
+                ca_certs=str(options.ca_file) if options.ca_file else None,
+                certfile=str(options.cert_file) if options.cert_file else None,
+                keyfile=str(options.key_file) if options.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        client.will_set(
+            self.status_topic,
+            self._status("offline", reason="connection lost", with_time=False),
+            qos=1,
+            retain=True,
+        )
+        # Let paho hold everything the pump hands over; the pump bounds it itself.
+        client.max_inflight_messages_set(max(20, options.max_inflight_messages))
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.connect_async(options.url.host, options.url.port, keepalive=options.keepalive_s)
+        return client
+
+    def _status(self, state: str, *, reason: str | None = None, with_time: bool = True) -> bytes:
+        return protocol.encode(
+            protocol.ProbeStatus(
+                v=1,
+                probe_id=self.options.probe_id,
+                state="online" if state == "online" else "offline",
+                at=datetime.now(UTC) if with_time else None,
+                boot_id=self.options.boot_id,
+                agent_version=__version__,
+                reason=reason,
+            )
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        for name, target in (
+            ("coverwatch-mqtt-network", self._network_loop),
+            ("coverwatch-outbox-pump", self._pump_loop),
+        ):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, *, drain_timeout_s: float = 5.0, reason: str = "stopped") -> None:
+        """Give in-flight messages a moment, say goodbye, disconnect."""
+        self.wait_idle(timeout_s=drain_timeout_s)
+        if self.connected.is_set():
+            info = self._client.publish(
+                self.status_topic, self._status("offline", reason=reason), qos=1, retain=True
+            )
+            # If the connection went away meanwhile, the last will says the same.
+            with contextlib.suppress(RuntimeError):
+                info.wait_for_publish(timeout=2.0)
+            self._client.disconnect()
+        self._stopping.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout=5.0)
+        self._settle_acks(force_removal=True)
+
+    def notify_live(self, seqs: Sequence[int]) -> None:
+        """A new round is in the outbox: send it ahead of any backlog."""
+        with self._state_lock:
+            self._live.extend(seqs)
+        self._wake.set()
+
+    def unsent_readings(self) -> int:
+        """Readings in the outbox the broker has not acknowledged yet."""
+        return self.outbox.stats().pending - len(self._to_remove)
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until nothing is in flight and nothing waits to be sent (tests, stop)."""
+        deadline = threading.Event()
+        waited = 0.0
+        while waited < timeout_s:
+            with self._state_lock:
+                busy = bool(self._inflight or self._live or self._acked)
+            if not busy and (not self.connected.is_set() or self.unsent_readings() == 0):
+                return True
+            deadline.wait(0.05)
+            waited += 0.05
+        return False
+
+    # ------------------------------------------------------------------ network thread
+
+    def _network_loop(self) -> None:
+        client = self._client
+        socket_open = False
+        while not self._stopping.is_set():
+            if not socket_open:
+                try:
+                    client.reconnect()
+                    socket_open = True
+                except (OSError, ValueError) as error:
+                    self._set_error(f"cannot reach broker {self.options.url.redacted()}: {error}")
+                    self._stopping.wait(self._backoff.next_delay())
+                    continue
+            result = client.loop(timeout=1.0)
+            if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                socket_open = False
+                self.connected.clear()
+                self._stopping.wait(self._backoff.next_delay())
+        with contextlib.suppress(OSError):
+            client.loop(timeout=0.2)  # flush the goodbye and DISCONNECT
+
+    def _set_error(self, message: str) -> None:
+        if message != self.last_error:
+            logger.warning("%s", message)
+        self.last_error = message
+
+    def _on_connect(
+        self, client: mqtt.Client, _: Any, __: Any, reason: ReasonCode, ___: Any
+    ) -> None:
+        if reason.is_failure:
+            self._set_error(
+                f"broker {self.options.url.redacted()} refused the connection: {reason}"
+                + (
+                    " (check the username/password or certificate in probe.toml)"
+                    if "authori" in str(reason).lower() or "password" in str(reason).lower()
+                    else ""
+                )
+            )
+            return
+        self._backoff.reset()
+        self.last_error = None
+        client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
+        self.connected.set()
+        logger.info("connected to %s", self.options.url.redacted())
+        self._wake.set()
+
+    def _on_disconnect(
+        self, _: mqtt.Client, __: Any, ___: Any, reason: ReasonCode, ____: Any
+    ) -> None:
+        self.connected.clear()
+        if not self._stopping.is_set():
+            logger.info("disconnected from broker: %s", reason)
+
+    def _on_publish(self, _: mqtt.Client, __: Any, mid: int, ___: Any, ____: Any) -> None:
+        # Called by paho with its outgoing-message lock held: touch nothing that takes
+        # our lock (the pump holds it around publish(), which takes paho's).
+        self._acked.append(mid)
+        self._wake.set()
+
+    # ------------------------------------------------------------------ pump thread
+
+    def _pump_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(timeout=5.0)
+            self._wake.clear()
+            try:
+                self._settle_acks()
+                if self.connected.is_set():
+                    self._send_what_fits()
+            except Exception:  # the pump must outlive any one bad moment
+                logger.exception("outbox pump failed; retrying")
+                self._stopping.wait(1.0)
+
+    def _settle_acks(self, *, force_removal: bool = False) -> None:
+        mids: list[int] = []
+        while self._acked:
+            mids.append(self._acked.popleft())
+        with self._state_lock:
+            acked = [self._inflight.pop(mid, []) for mid in mids]
+        seqs = [seq for batch in acked for seq in batch]
+        if seqs:
+            with self._state_lock:
+                self._inflight_seqs.difference_update(seqs)
+            self._to_remove.extend(seqs)
+            self.acknowledged_readings += len(seqs)
+        # Deleting in batches spares the SD card a WAL page per acknowledgement; the
+        # backlog cursor is already past these rows, so they are not sent again.
+        if self._to_remove and (
+            force_removal
+            or len(self._to_remove) >= REMOVE_BATCH_READINGS
+            or time.monotonic() - self._last_removal >= REMOVE_EVERY_S
+        ):
+            self.outbox.remove(self._to_remove)
+            self._to_remove = []
+            self._last_removal = time.monotonic()
+
+    def _send_what_fits(self) -> None:
+        while self.connected.is_set():
+            with self._state_lock:
+                if len(self._inflight) >= self.options.max_inflight_messages:
+                    return
+                live = [self._live.popleft() for _ in range(min(len(self._live), 2000))]
+            readings = self.outbox.get(live) if live else self._next_backlog_batch()
+            if not readings:
+                return
+            self._publish(readings)
+
+    def _next_backlog_batch(self) -> list[protocol.Reading]:
+        # The cursor only passes readings that are in this batch or already in flight
+        # (sent live), so nothing is skipped; after a restart it starts again at 0.
+        size = self.options.batch_readings
+        batch: list[protocol.Reading] = []
+        while len(batch) < size:
+            candidates = self.outbox.pending(after_seq=self._backlog_cursor, limit=size)
+            if not candidates:
+                break
+            with self._state_lock:
+                for reading in candidates:
+                    if len(batch) == size:
+                        break
+                    self._backlog_cursor = reading.seq
+                    if reading.seq not in self._inflight_seqs:
+                        batch.append(reading)
+        return batch
+
+    def _publish(self, readings: list[protocol.Reading]) -> None:
+        payload = protocol.encode(
+            protocol.ReadingsBatch(
+                v=1, probe_id=self.options.probe_id, readings=readings, sent_at=datetime.now(UTC)
+            )
+        )
+        seqs = [reading.seq for reading in readings]
+        info = self._client.publish(self.topic, payload, qos=1)
+        with self._state_lock:
+            self._inflight[info.mid] = seqs
+            self._inflight_seqs.update(seqs)
+        self.published_messages += 1

@@ -1,0 +1,217 @@
+"""The power sensor: real files in a temporary state directory, fake /proc and /sys trees
+from tests/data, and captured vcgencmd output."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from agent.sensors import registered
+from agent.sensors.base import SensorContext, SensorError
+from agent.sensors.power import (
+    CLEAN_STOP_FILE,
+    HEARTBEAT_FILE,
+    BatteryFallback,
+    PowerSensor,
+    Settings,
+    parse_throttled,
+)
+from coverwatch.protocol import OutageReading, PowerReading
+from tests.sensor_fakes import BOOT_ID, DATA, OTHER_BOOT_ID, CapturedRunner, stamp
+
+PROC = DATA / "proc" / "pi4"  # uptime 120.53 s
+SYS = DATA / "sys"
+VCGENCMD = DATA / "vcgencmd"
+NOW = datetime(2026, 11, 22, 8, 15, tzinfo=UTC)
+
+
+def vcgencmd(capture: str) -> CapturedRunner:
+    return CapturedRunner({("vcgencmd", "get_throttled"): VCGENCMD / capture})
+
+
+def no_vcgencmd() -> CapturedRunner:
+    return CapturedRunner({}, missing=["vcgencmd"])
+
+
+def sensor(
+    state_dir: Path,
+    *,
+    run: CapturedRunner | None = None,
+    sysfs: Path = SYS / "empty",
+    battery: BatteryFallback | None = None,
+    settings: Settings | None = None,
+) -> PowerSensor:
+    return PowerSensor(
+        settings or Settings(),
+        state_dir,
+        proc=PROC,
+        sysfs=sysfs,
+        run=run or no_vcgencmd(),
+        battery=lambda: battery,
+    )
+
+
+def write_heartbeat(state_dir: Path, boot_id: str, wall_time: datetime) -> None:
+    (state_dir / HEARTBEAT_FILE).write_text(
+        json.dumps({"boot_id": boot_id, "wall_time": wall_time.isoformat()})
+    )
+
+
+def power_reading(readings: Sequence[object]) -> PowerReading:
+    found = [reading for reading in readings if isinstance(reading, PowerReading)]
+    assert len(found) == 1
+    return found[0]
+
+
+def outages(readings: Sequence[object]) -> list[OutageReading]:
+    return [reading for reading in readings if isinstance(reading, OutageReading)]
+
+
+def test_first_read_writes_a_heartbeat_and_reports_uptime(tmp_path: Path) -> None:
+    readings = list(sensor(tmp_path).read(stamp(NOW)))
+    assert outages(readings) == []
+    power = power_reading(readings)
+    assert power.uptime_s == 120.53
+    assert power.undervoltage_now is None  # not a Pi: no vcgencmd, no rpi_volt
+    assert power.undervoltage_since_boot is None
+    assert (power.on_mains, power.battery_pct, power.battery_charging) == (None, None, None)
+    heartbeat = json.loads((tmp_path / HEARTBEAT_FILE).read_text())
+    assert heartbeat == {"boot_id": BOOT_ID, "wall_time": "2026-11-22T08:15:00+00:00"}
+    assert [path.name for path in tmp_path.iterdir()] == [HEARTBEAT_FILE]  # no temp left
+
+
+def test_reboot_without_clean_stop_is_an_outage(tmp_path: Path) -> None:
+    last_heartbeat = NOW - timedelta(hours=3)
+    write_heartbeat(tmp_path, OTHER_BOOT_ID, last_heartbeat)
+    power = sensor(tmp_path)
+    readings = list(power.read(stamp(NOW)))
+    [outage] = outages(readings)
+    assert outage.previous_boot_id == OTHER_BOOT_ID
+    assert outage.outage_started_at == last_heartbeat
+    assert outage.outage_ended_at == NOW - timedelta(seconds=120.53)
+    assert outage.outage_duration_s == pytest.approx(3 * 3600 - 120.53)
+    assert outage.boot_id == BOOT_ID
+    # Reported once: the heartbeat now names this boot.
+    assert json.loads((tmp_path / HEARTBEAT_FILE).read_text())["boot_id"] == BOOT_ID
+    assert outages(list(power.read(stamp(NOW + timedelta(minutes=1))))) == []
+
+
+def test_clean_stop_then_reboot_is_no_outage(tmp_path: Path) -> None:
+    before = sensor(tmp_path)
+    before.read(stamp(NOW - timedelta(hours=1), boot_id=OTHER_BOOT_ID))
+    before.mark_clean_stop()
+    assert json.loads((tmp_path / CLEAN_STOP_FILE).read_text()) == {"boot_id": OTHER_BOOT_ID}
+    after = sensor(tmp_path)
+    assert outages(list(after.read(stamp(NOW)))) == []
+    # The marker is spent: a later crash of this boot must not pass for clean.
+    assert not (tmp_path / CLEAN_STOP_FILE).exists()
+
+
+def test_a_clean_stop_marker_of_another_boot_does_not_excuse_an_outage(tmp_path: Path) -> None:
+    write_heartbeat(tmp_path, OTHER_BOOT_ID, NOW - timedelta(hours=2))
+    (tmp_path / CLEAN_STOP_FILE).write_text(
+        json.dumps({"boot_id": "11111111-2222-4333-8444-555555555555"})
+    )
+    assert len(outages(list(sensor(tmp_path).read(stamp(NOW))))) == 1
+
+
+def test_outage_waits_for_ntp_then_reports(tmp_path: Path) -> None:
+    last_heartbeat = NOW - timedelta(days=1)
+    write_heartbeat(tmp_path, OTHER_BOOT_ID, last_heartbeat)
+    power = sensor(tmp_path)
+    assert outages(list(power.read(stamp(NOW, ntp_synced=False)))) == []
+    # The previous boot's heartbeat is kept until the outage is reported.
+    assert json.loads((tmp_path / HEARTBEAT_FILE).read_text())["boot_id"] == OTHER_BOOT_ID
+    [outage] = outages(list(power.read(stamp(NOW + timedelta(seconds=30)))))
+    assert outage.outage_started_at == last_heartbeat
+    assert outage.ntp_synced
+
+
+def test_outage_reported_unsynced_after_the_wait(tmp_path: Path) -> None:
+    write_heartbeat(tmp_path, OTHER_BOOT_ID, NOW - timedelta(hours=1))
+    power = sensor(tmp_path, settings=Settings(outage_ntp_wait_s=60))  # uptime is 120 s
+    [outage] = outages(list(power.read(stamp(NOW, ntp_synced=False))))
+    assert not outage.ntp_synced
+
+
+def test_unreadable_heartbeat_claims_no_outage(tmp_path: Path) -> None:
+    (tmp_path / HEARTBEAT_FILE).write_text('{"boot_id": "torn')
+    assert outages(list(sensor(tmp_path).read(stamp(NOW)))) == []
+
+
+@pytest.mark.parametrize(
+    ("capture", "now", "since_boot"),
+    [
+        ("get_throttled-undervoltage-now.txt", True, True),
+        ("get_throttled-undervoltage-earlier.txt", False, True),
+        ("get_throttled-ok.txt", False, False),
+    ],
+)
+def test_undervoltage_from_vcgencmd(
+    tmp_path: Path, capture: str, now: bool, since_boot: bool
+) -> None:
+    power = power_reading(list(sensor(tmp_path, run=vcgencmd(capture)).read(stamp(NOW))))
+    assert power.undervoltage_now is now
+    assert power.undervoltage_since_boot is since_boot
+
+
+def test_undervoltage_from_hwmon_without_vcgencmd(tmp_path: Path) -> None:
+    runner = no_vcgencmd()
+    power = sensor(tmp_path, run=runner, sysfs=SYS / "pi4-undervoltage")
+    reading = power_reading(list(power.read(stamp(NOW))))
+    assert reading.undervoltage_now is True
+    assert reading.undervoltage_since_boot is None  # the alarm only tells about now
+    power.read(stamp(NOW))
+    assert runner.calls == [("vcgencmd", "get_throttled")]  # not asked again once missing
+
+
+def test_ups_on_battery(tmp_path: Path) -> None:
+    reading = power_reading(list(sensor(tmp_path, sysfs=SYS / "ups-on-battery").read(stamp(NOW))))
+    assert reading.on_mains is False
+    assert reading.battery_pct == 87
+    assert reading.battery_charging is False
+
+
+def test_battery_charging_means_mains(tmp_path: Path) -> None:
+    reading = power_reading(list(sensor(tmp_path, sysfs=SYS / "ups-charging").read(stamp(NOW))))
+    assert reading.on_mains is True
+    assert reading.battery_pct == 42
+    assert reading.battery_charging is True
+
+
+def test_psutil_battery_fallback(tmp_path: Path) -> None:
+    power = sensor(tmp_path, battery=BatteryFallback(percent=64.5, power_plugged=True))
+    reading = power_reading(list(power.read(stamp(NOW))))
+    assert reading.on_mains is True
+    assert reading.battery_pct == 64.5
+    assert reading.battery_charging is None
+
+
+def test_missing_uptime_is_an_error_a_technician_can_read(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    power = PowerSensor(Settings(), tmp_path, proc=proc, sysfs=SYS / "empty", run=no_vcgencmd())
+    with pytest.raises(SensorError, match="cannot read uptime"):
+        power.read(stamp(NOW))
+
+
+def test_parse_throttled_rejects_garbage() -> None:
+    assert parse_throttled("VCHI initialization failed") is None
+
+
+def test_state_dir_is_created(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state" / "power"
+    sensor(state_dir).read(stamp(NOW))
+    assert (state_dir / HEARTBEAT_FILE).exists()
+    shutil.rmtree(state_dir)
+
+
+def test_registered_as_a_plugin(tmp_path: Path) -> None:
+    plugin = registered()["power"]
+    assert plugin.enabled_by_default
+    assert plugin.create(plugin.settings_type(), SensorContext(tmp_path)).name == "power"
