@@ -1,17 +1,20 @@
-"""``coverwatch db upgrade`` and ``coverwatch collector run``."""
+"""``coverwatch db upgrade``, ``coverwatch collector run`` and ``coverwatch import``."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import signal
+import sys
+from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from collector import config, schema
+from collector import config, importer, logs, schema
 from collector.ingest import Collector, IngestOptions
 from collector.metrics import IngestMetrics
+from collector.rollups import RollupRefresher
 from collector.storage import Store
 from coverwatch.errors import ConfigError
 from coverwatch.settings import DATABASE_URL_ENV, MqttUrl, redact_url, setting_from
@@ -40,6 +43,18 @@ def register(commands: Any) -> None:
     )
     config.add_arguments(run)
     run.set_defaults(handler=_run)
+
+    import_ = commands.add_parser(
+        "import",
+        help="store readings from an offline export file (coverwatch-probe export)",
+        description="Store a probe's exported outbox (JSON Lines of readings batches, "
+        "optionally gzip-compressed) exactly as if it had arrived over MQTT: readings "
+        "already stored are skipped, bad lines are dead-lettered and reported. Exit status "
+        "1 when anything was rejected. The schema must be upgraded (coverwatch db upgrade).",
+    )
+    import_.add_argument("file", type=Path, help="export file (.jsonl, or gzip-compressed)")
+    import_.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
+    import_.set_defaults(handler=_import)
 
 
 def _database_url(value: str | None) -> str:
@@ -75,10 +90,7 @@ def _upgrade(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     values = config.resolve(args)
-    logging.basicConfig(
-        level=values["log_level"].upper(),
-        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
-    )
+    logs.configure(values["log_level"], values["log_format"])
     mqtt_url = MqttUrl.parse(values["mqtt_url"], setting="--mqtt-url")
     database_url = values["database_url"]
     check_database(database_url)
@@ -100,14 +112,43 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: collector.stop())
     signal.signal(signal.SIGINT, lambda *_: collector.stop())
     collector.connect()
+    refresher = None
+    if values["rollup_refresh_s"]:
+        refresher = RollupRefresher(database_url, values["rollup_refresh_s"], metrics)
+        refresher.start()
     logger.info(
-        "collector running: database=%s broker=%s metrics=%s",
+        "collector running: database=%s broker=%s metrics=%s rollups=%s",
         redact_url(database_url),
         mqtt_url.redacted(),
         f"http://{values['metrics_host']}:{values['metrics_port']}/metrics"
         if values["metrics_port"]
         else "off",
+        f"every {values['rollup_refresh_s']:g}s" if refresher else "off",
     )
-    collector.run()
+    try:
+        collector.run()
+    finally:
+        if refresher is not None:
+            refresher.stop()
     logger.info("collector stopped cleanly")
     return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    logs.configure("WARNING")
+    with importer.open_export(args.file) as stream:
+        url = _database_url(args.database_url)
+        check_database(url)
+        importer.require_schema(url)
+        store = Store(url)
+        try:
+            summary = importer.import_export(stream, args.file.name, store)
+        finally:
+            store.close()
+    for rejection in summary.rejections:
+        print(f"{args.file.name}:{rejection.line}: rejected: {rejection.reason}", file=sys.stderr)
+    print(summary.describe())
+    if summary.read_error:
+        print(f"error: {summary.read_error}", file=sys.stderr)
+        return 2
+    return 1 if summary.rejections else 0

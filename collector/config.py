@@ -26,6 +26,7 @@ class Setting:
     type: type
     default: Any
     help: str
+    choices: tuple[str, ...] = ()
 
     @property
     def env(self) -> str:
@@ -51,7 +52,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_unacked_messages", int, 1000, "…or at this many unacknowledged messages"),
     Setting("metrics_port", int, 9108, "port of the Prometheus /metrics endpoint (0: off)"),
     Setting("metrics_host", str, "127.0.0.1", "address the metrics endpoint listens on"),
+    Setting(
+        "rollup_refresh_s",
+        float,
+        300.0,
+        "refresh the hourly rollup views this often on plain PostgreSQL (seconds; 0: off; "
+        "TimescaleDB refreshes its continuous aggregates itself)",
+    ),
     Setting("log_level", str, "INFO", "DEBUG, INFO, WARNING or ERROR"),
+    Setting(
+        "log_format",
+        str,
+        "text",
+        "text (key=value lines for a terminal) or json (one object per line for journald/Loki)",
+        choices=("text", "json"),
+    ),
 )
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
 
@@ -137,4 +152,8 @@ def _convert(setting: Setting, raw: Any, where: str) -> Any:
             ) from None
     if isinstance(value, int | float) and value < 0:
         raise ConfigError(where, f"must not be negative, got {raw!r}", setting.help)
+    if setting.choices and value not in setting.choices:
+        raise ConfigError(
+            where, f"expected one of {', '.join(setting.choices)}, got {raw!r}", setting.help
+        )
     return value

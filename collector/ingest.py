@@ -229,7 +229,12 @@ class Collector:
                         len(batch),
                     )
                     return
-                logger.warning("database unavailable (%s); retrying in %.1fs", error, delay)
+                logger.warning(
+                    "database unavailable (%s); retrying in %.1fs",
+                    error,
+                    delay,
+                    extra={"retry_in_s": round(delay, 1), "messages": len(batch)},
+                )
                 if self._stopping.wait(delay * random.uniform(0.8, 1.2)):  # noqa: S311 (jitter)
                     give_up_when_stopping = True
                 delay = min(delay * 2, self.options.retry_max_s)
@@ -256,6 +261,12 @@ class Collector:
             result.stored_total,
             result.duplicates,
             result.dead_letters,
+            extra={
+                "messages": len(batch),
+                "stored": result.stored_total,
+                "duplicates": result.duplicates,
+                "dead_letters": result.dead_letters,
+            },
         )
 
     def _acknowledge(self, batch: list[_Pending]) -> None:

@@ -44,3 +44,22 @@ class IngestMetrics:
         self.pending = Gauge(
             "coverwatch_pending_messages", "Messages received but not yet committed", registry=r
         )
+        self.rollup_refreshes = Counter(
+            "coverwatch_rollup_refreshes",
+            "Refreshes of an hourly rollup view, by view and outcome "
+            "(ok, failed, or skipped while another collector refreshed)",
+            ["view", "outcome"],
+            registry=r,
+        )
+        self.rollup_refresh_seconds = Gauge(
+            "coverwatch_rollup_refresh_seconds",
+            "Duration of the last successful refresh of a rollup view",
+            ["view"],
+            registry=r,
+        )
+        self.rollup_refreshed_at = Gauge(
+            "coverwatch_rollup_last_refresh_timestamp_seconds",
+            "Unix time of the last successful refresh of a rollup view (alert when old)",
+            ["view"],
+            registry=r,
+        )

@@ -92,6 +92,15 @@ def _upgrade_locked(connection: psycopg.Connection[Any]) -> list[Migration]:
     return done
 
 
+def pending_migrations(connection: psycopg.Connection[Any]) -> list[Migration]:
+    """Migrations this code has and the database lacks (all of them on an empty database)."""
+    if connection.execute("SELECT to_regclass('schema_migrations')").fetchone() == (None,):
+        return migrations_for(available_storage(connection))
+    storage = storage_in_use(connection) or available_storage(connection)
+    applied = {row[0] for row in connection.execute("SELECT version FROM schema_migrations")}
+    return [m for m in migrations_for(storage) if m.version not in applied]
+
+
 def storage_in_use(connection: psycopg.Connection[Any]) -> Storage | None:
     row = connection.execute("SELECT storage FROM schema_migrations LIMIT 1").fetchone()
     return None if row is None else ("timescale" if row[0] == "timescale" else "plain")

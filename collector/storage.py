@@ -50,28 +50,44 @@ class TemporaryStoreError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class InboundMessage:
+    """A message to store: from MQTT, or a line of an offline export file.
+
+    ``source`` says where a message that did not come over MQTT came from
+    (``import:<file>:<line>``); its dead letters are filed under it instead of the topic,
+    so a rejected line can be found again in the file.
+    """
+
     topic: str
     payload: bytes
     received_at: datetime
     redelivered: bool = False
+    source: str | None = None
+
+    @property
+    def origin(self) -> str:
+        return self.source or self.topic
 
 
 @dataclass
 class WriteResult:
     stored: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     duplicates: int = 0
-    dead_letters: int = 0
+    rejected: list[DeadLetter] = field(default_factory=list)
     status_messages: int = 0
 
     @property
     def stored_total(self) -> int:
         return sum(self.stored.values())
 
+    @property
+    def dead_letters(self) -> int:
+        return len(self.rejected)
+
     def add(self, other: WriteResult) -> None:
         for kind, count in other.stored.items():
             self.stored[kind] += count
         self.duplicates += other.duplicates
-        self.dead_letters += other.dead_letters
+        self.rejected.extend(other.rejected)
         self.status_messages += other.status_messages
 
 
@@ -141,7 +157,7 @@ def _decode_one(message: InboundMessage, into: _Decoded) -> None:
     except protocol.ProtocolError as error:
         into.dead_letters.append(
             DeadLetter(
-                message.topic,
+                message.origin,
                 _probe_from_topic(message.topic),
                 error.reason,
                 error.field,
@@ -154,7 +170,7 @@ def _decode_one(message: InboundMessage, into: _Decoded) -> None:
     for rejected in batch.rejected:
         into.dead_letters.append(
             DeadLetter(
-                message.topic,
+                message.origin,
                 probe_id,
                 rejected.error.reason,
                 rejected.error.field,
@@ -246,7 +262,7 @@ class Store:
                 result.stored[kind] += inserted
                 result.duplicates += len(rows) - inserted
             _insert_dead_letters(connection, decoded.dead_letters)
-            result.dead_letters = len(decoded.dead_letters)
+            result.rejected.extend(decoded.dead_letters)
             _record_arrivals(connection, decoded.arrivals)
             for status, received_at in decoded.statuses:
                 _record_status(connection, status, received_at)
@@ -279,7 +295,7 @@ class Store:
                 total.add(outcome)
                 continue
             letter = DeadLetter(
-                message.topic,
+                message.origin,
                 _probe_from_topic(message.topic),
                 f"database refused the row: {str(outcome).strip()}",
                 None,
@@ -288,6 +304,13 @@ class Store:
             )
             total.add(self._write_decoded(_Decoded(dead_letters=[letter])))
         return total
+
+    def quarantine(self, letters: Sequence[DeadLetter]) -> WriteResult:
+        """Store dead letters for input that never became a message (an unreadable line)."""
+        outcome = self._try_write(_Decoded(dead_letters=list(letters)))
+        if isinstance(outcome, WriteResult):
+            return outcome
+        raise outcome
 
 
 def _copy_readings(

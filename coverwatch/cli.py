@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 SERVER_COMMANDS: dict[str, tuple[str, ...]] = {
     "collector.cli": ("db", "collector", "import"),
     "geo.cli": ("villages", "report", "map", "serve"),
+    "dashboards.cli": ("dashboards",),
+    "provisioning.cli": ("probes", "deploy"),
 }
 
 
@@ -65,6 +67,8 @@ def _register_server_commands(commands: Any) -> None:
         try:
             module = importlib.import_module(module_name)
         except ImportError as error:  # the server extra is not installed
+            if error.name == module_name:
+                continue  # a component this checkout does not have
             missing = error.name or "a server-side library"
             for name in names:
                 stub = commands.add_parser(

@@ -42,7 +42,9 @@ def query(database_url: str, sql: str, *params: object) -> list[tuple[object, ..
 def test_migrations_are_idempotent_and_match_the_protocol(database_url: str) -> None:
     first = schema.upgrade(database_url)
     again = schema.upgrade(database_url)
-    assert [m.version for m in first] == [1, 2]
+    shipped = [m.version for m in schema.migrations_for("plain")]
+    assert shipped[:2] == [1, 2]
+    assert [m.version for m in first] == shipped
     assert again == []
     for kind, fields in COLUMNS.items():
         columns = {

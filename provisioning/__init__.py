@@ -1,0 +1,1 @@
+"""Server-side deployment tools: secrets for the stack, probe credentials and ACLs."""

@@ -1,0 +1,146 @@
+"""``coverwatch-probe doctor`` for a healthy and for broken installations.
+
+The modem is the only fake (a serial port replaying captured AT transcripts); the
+broker is a real one, the outbox a real SQLite file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from agent import config as probe_config
+from agent.clock import Clock
+from agent.doctor import Check, render, run_checks
+from agent.outbox import Outbox
+from agent.sensors.base import Sensor
+from agent.sensors.cellular import CellularSensor, Settings
+from coverwatch.localservices import AmqttBroker
+from coverwatch.localservices.ports import free_port
+from coverwatch.settings import MqttUrl
+from tests.agent_harness import power_reading
+from tests.sensor_fakes import DATA, ReplayedSerialPort
+
+AT = DATA / "at"
+
+
+def modem(transcript: str) -> CellularSensor:
+    return CellularSensor(
+        Settings(backend="at"),
+        open_port=lambda name, baud, timeout_s: ReplayedSerialPort(AT / transcript),
+        port_exists=lambda name: True,
+    )
+
+
+def no_modem() -> CellularSensor:
+    def absent(name: str, baud: int, timeout_s: float) -> ReplayedSerialPort:
+        raise FileNotFoundError(name)
+
+    return CellularSensor(Settings(backend="at"), open_port=absent, port_exists=lambda n: False)
+
+
+def config_for(url: MqttUrl, tmp_path: Path) -> probe_config.ProbeConfig:
+    return probe_config.from_mapping(
+        {
+            "probe": {"id": "cb-001", "state_dir": str(tmp_path / "state")},
+            "mqtt": {"url": url.with_credentials()},
+        },
+        environ={},
+    )
+
+
+def verdicts(checks: list[Check]) -> dict[str, str]:
+    return {check.name: check.verdict for check in checks}
+
+
+def doctor(
+    config: probe_config.ProbeConfig,
+    sensor: Sensor,
+    *,
+    synced: bool = True,
+    disk_free: int = 10 * 1024**3,
+) -> list[Check]:
+    class Usage:
+        free = disk_free
+
+    usage: Callable[[str], Usage] = lambda path: Usage()  # noqa: E731
+    return run_checks(
+        config,
+        sensors={"cellular": sensor},
+        clock=Clock(ntp_synced=lambda: synced),
+        connect_timeout_s=5,
+        disk_usage=usage,
+    )
+
+
+def test_healthy_probe_passes_every_check(amqtt_broker: AmqttBroker, tmp_path: Path) -> None:
+    checks = doctor(config_for(amqtt_broker.url, tmp_path), modem("quectel-ec25-lte-home.txt"))
+    assert verdicts(checks) == {
+        "modem": "PASS",
+        "SIM / registration": "PASS",
+        "signal": "PASS",
+        "broker reachable": "PASS",
+        "broker login": "PASS",
+        "clock": "PASS",
+        "disk": "PASS",
+        "outbox": "PASS",
+    }
+    text = render(checks)
+    assert text.endswith("All checks passed (0 warning(s)).")
+    assert amqtt_broker.url.password not in text  # type: ignore[operator]
+
+
+def test_broken_probe_says_what_to_do_for_each_failure(
+    amqtt_broker: AmqttBroker, tmp_path: Path
+) -> None:
+    wrong_password = MqttUrl(
+        host=amqtt_broker.url.host,
+        port=amqtt_broker.url.port,
+        tls=False,
+        username=amqtt_broker.url.username,
+        password="wrong",
+    )
+    config = config_for(wrong_password, tmp_path)
+    outbox = Outbox(config.outbox_path, max_readings=100)
+    outbox.add([power_reading()] * 120)  # a long outage overflowed the outbox
+    outbox.close()
+    checks = doctor(config, modem("quectel-searching.txt"), synced=False, disk_free=50 * 1024**2)
+    found = {check.name: check for check in checks}
+    assert verdicts(checks) == {
+        "modem": "PASS",
+        "SIM / registration": "FAIL",
+        "broker reachable": "PASS",
+        "broker login": "FAIL",
+        "clock": "WARN",
+        "disk": "FAIL",
+        "outbox": "WARN",
+    }
+    assert "antenna" in found["SIM / registration"].fix
+    assert "password" in found["broker login"].fix
+    assert "20 dropped" in found["outbox"].seen
+    text = render(checks)
+    assert "3 check(s) FAILED" in text
+    assert ":wrong@" not in text  # the password is never echoed
+
+
+def test_missing_modem_unreachable_broker_and_denied_sim(tmp_path: Path) -> None:
+    nobody = MqttUrl(host="127.0.0.1", port=free_port(), tls=False)
+    checks = doctor(config_for(nobody, tmp_path), no_modem())
+    found = {check.name: check for check in checks}
+    assert found["modem"].verdict == "FAIL"
+    assert "mmcli -L" in found["modem"].fix
+    assert found["broker reachable"].verdict == "FAIL"
+    assert "firewall" in found["broker reachable"].fix
+    assert "broker login" not in found  # no point trying to log in
+    denied = doctor(config_for(nobody, tmp_path), modem("simcom-no-service-denied.txt"))
+    registration = next(c for c in denied if c.name == "SIM / registration")
+    assert registration.verdict == "FAIL"
+    assert "credit" in registration.fix
+
+
+def test_doctor_command_exit_code(tmp_path: Path) -> None:
+    from agent.cli import main
+
+    bad = tmp_path / "probe.toml"
+    bad.write_text('[probe]\nid = "Bad Id"\n', encoding="utf-8")
+    assert main(["doctor", "--config", str(bad)]) == 1
