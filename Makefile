@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-SOURCES := coverwatch agent collector geo dashboards provisioning tests bench
+SOURCES := coverwatch agent collector geo dashboards provisioning simulator tests bench
 
 .PHONY: test lint typecheck pytest demo venv clean
 

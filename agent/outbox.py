@@ -76,6 +76,7 @@ class Outbox:
         max_readings: int = 200_000,
         max_age_s: float = 60 * 86_400,
         wall_clock: Callable[[], float] = time.time,
+        durable: bool = True,
     ) -> None:
         if max_readings < 1:
             raise ValueError("max_readings must be at least 1")
@@ -89,7 +90,10 @@ class Outbox:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        # durable=False (no fsync at all) is for simulations that run thousands of
+        # probes on one machine; a real probe always stores with synchronous=FULL.
+        self._synchronous = "FULL" if durable else "OFF"
+        self._db.execute(f"PRAGMA synchronous={self._synchronous}")
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.executescript(_SCHEMA)
         self._anchors = self._load_anchors()
@@ -159,7 +163,8 @@ class Outbox:
         with self._lock:
             # A lost delete only means a harmless re-send, so deletes skip the fsync
             # (WAL + synchronous=NORMAL); the next stored round's FULL commit syncs them.
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            if self._synchronous == "FULL":
+                self._db.execute("PRAGMA synchronous=NORMAL")
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 removed = self._db.executemany(
@@ -171,7 +176,7 @@ class Outbox:
                     self._db.execute("ROLLBACK")
                 raise
             finally:
-                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.execute(f"PRAGMA synchronous={self._synchronous}")
         return removed
 
     def record_anchor(self, anchor: ClockAnchor) -> bool:

@@ -107,6 +107,8 @@ class Publisher:
         self._last_removal = time.monotonic()
         self._client = self._make_client()
         self._threads: list[threading.Thread] = []
+        self._socket_open = False
+        self._next_attempt_at = 0.0
 
     # ------------------------------------------------------------------ setup
 
@@ -211,24 +213,55 @@ class Publisher:
     # ------------------------------------------------------------------ network thread
 
     def _network_loop(self) -> None:
-        client = self._client
-        socket_open = False
         while not self._stopping.is_set():
-            if not socket_open:
-                try:
-                    client.reconnect()
-                    socket_open = True
-                except (OSError, ValueError) as error:
-                    self._set_error(f"cannot reach broker {self.options.url.redacted()}: {error}")
-                    self._stopping.wait(self._backoff.next_delay())
-                    continue
-            result = client.loop(timeout=1.0)
-            if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                socket_open = False
-                self.connected.clear()
-                self._stopping.wait(self._backoff.next_delay())
+            self.network_step(timeout_s=1.0)
+            if not self._socket_open:
+                self._stopping.wait(max(0.0, self._next_attempt_at - time.monotonic()))
         with contextlib.suppress(OSError):
-            client.loop(timeout=0.2)  # flush the goodbye and DISCONNECT
+            self._client.loop(timeout=0.2)  # flush the goodbye and DISCONNECT
+
+    def network_step(self, timeout_s: float = 0.0) -> None:
+        """One turn of the connection: (re)connect when due, else read and write.
+
+        The network thread calls this in a loop; a simulator driving thousands of
+        probes from one thread calls it for each probe in turn (with ``start`` not
+        called), together with :meth:`pump_step`.
+        """
+        client = self._client
+        if not self._socket_open:
+            if time.monotonic() < self._next_attempt_at:
+                return
+            try:
+                client.reconnect()
+                self._socket_open = True
+            except (OSError, ValueError) as error:
+                self._set_error(f"cannot reach broker {self.options.url.redacted()}: {error}")
+                self._next_attempt_at = time.monotonic() + self._backoff.next_delay()
+                return
+        if timeout_s > 0:
+            result = client.loop(timeout=timeout_s)
+        else:
+            # Non-blocking turn without select(): select() cannot watch descriptors
+            # above 1024, which a process stepping hundreds of probes soon has.
+            result = client.loop_read()
+            if result == MQTTErrorCode.MQTT_ERR_SUCCESS and client.want_write():
+                result = client.loop_write()
+            if result == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                result = client.loop_misc()
+        if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            logger.debug("connection ended: %s", result)
+            self._socket_open = False
+            self.connected.clear()
+            self._next_attempt_at = time.monotonic() + self._backoff.next_delay()
+
+    def drop_connection(self) -> None:
+        """Vanish without a goodbye, as when the power goes: the broker sends the will."""
+        sock = self._client.socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+        self._socket_open = False
+        self.connected.clear()
 
     def _set_error(self, message: str) -> None:
         if message != self.last_error:
@@ -275,12 +308,16 @@ class Publisher:
             self._wake.wait(timeout=5.0)
             self._wake.clear()
             try:
-                self._settle_acks()
-                if self.connected.is_set():
-                    self._send_what_fits()
+                self.pump_step()
             except Exception:  # the pump must outlive any one bad moment
                 logger.exception("outbox pump failed; retrying")
                 self._stopping.wait(1.0)
+
+    def pump_step(self) -> None:
+        """Settle acknowledgements and hand the broker what the window allows."""
+        self._settle_acks()
+        if self.connected.is_set():
+            self._send_what_fits()
 
     def _settle_acks(self, *, force_removal: bool = False) -> None:
         mids: list[int] = []

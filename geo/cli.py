@@ -1,7 +1,4 @@
-"""``coverwatch villages import`` and ``coverwatch report uncovered``.
-
-``map`` and ``serve`` arrive with the maps/HTTP API part of issue #5.
-"""
+"""``coverwatch villages import``, ``report uncovered``, ``map`` and ``serve``."""
 
 from __future__ import annotations
 
@@ -85,6 +82,60 @@ def register(commands: Any) -> None:
     unc.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
     unc.set_defaults(handler=_uncovered)
 
+    mp = commands.add_parser(
+        "map",
+        help="write the coverage map as one HTML file that works offline",
+        description="Villages by coverage class, probes with status, dead zones, unmeasured "
+        "areas and power outages. Leaflet and its plugins are inlined: the file needs no "
+        "internet. No base map unless --tiles points at a tile server.",
+    )
+    mp.add_argument("-o", "--output", type=Path, default=Path("coverage.html"))
+    mp_when = mp.add_mutually_exclusive_group()
+    mp_when.add_argument("--since", help="start of the window, ISO 8601 (e.g. 2026-11-01)")
+    mp_when.add_argument("--window", default="30d", help="window up to now: 12h, 30d, 4w (30d)")
+    mp.add_argument(
+        "--radius-km",
+        type=float,
+        default=DEFAULT_RADIUS_M / 1000,
+        help=f"probes within this distance speak for a village ({DEFAULT_RADIUS_M / 1000:g})",
+    )
+    mp.add_argument("--province", help="only this province (villages, boundary, dead zones)")
+    mp.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="TECH=GOOD,FAIR,POOR",
+        help="override a technology's dBm thresholds (repeatable)",
+    )
+    _tile_options(mp)
+    mp.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
+    mp.set_defaults(handler=_map)
+
+    srv = commands.add_parser(
+        "serve",
+        help="serve the HTTP API and the map (/map, /api/..., OpenAPI at /schema)",
+        description="Reads are public. Writes (POST /api/villages) need the bearer token "
+        "read from --write-token-file; without it writes are disabled.",
+    )
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8080, help="port (8080)")
+    srv.add_argument(
+        "--write-token-file", type=Path, help="file holding the bearer token for writes"
+    )
+    _tile_options(srv)
+    srv.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
+    srv.set_defaults(handler=_serve)
+
+
+def _tile_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tiles",
+        metavar="URL",
+        help="base map from an office tile server, e.g. http://tiles.local/{z}/{x}/{y}.png "
+        "(default: none; boundaries and villages are drawn as vectors)",
+    )
+    parser.add_argument("--tiles-attribution", help="attribution shown for --tiles")
+
 
 def parse_window(
     since: str | None, window: str | None, *, now: datetime | None = None
@@ -153,4 +204,72 @@ def _uncovered(args: argparse.Namespace) -> int:
             include_all=args.all,
         )
     sys.stdout.write(report.render(rows, args.format, window))
+    return 0
+
+
+def _map(args: argparse.Namespace) -> int:
+    from geo import maps
+
+    window = parse_window(args.since, None if args.since else args.window)
+    if args.radius_km <= 0:
+        raise ConfigError("--radius-km", f"{args.radius_km} is not positive", "e.g. 3")
+    thresholds = DEFAULT_THRESHOLDS.with_overrides(
+        dict(parse_threshold(text) for text in args.threshold)
+    )
+    with database.connect(database.database_url(args.database_url)) as connection:
+        data = maps.collect(
+            connection,
+            window,
+            radius_m=args.radius_km * 1000,
+            thresholds=thresholds,
+            province=args.province,
+        )
+    page = maps.render(data, tiles=args.tiles, tiles_attribution=args.tiles_attribution)
+    try:
+        args.output.write_text(page, encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(
+            "--output",
+            f"cannot write {args.output}: {error.strerror}",
+            "check that the directory exists and is writable",
+        ) from None
+    print(
+        f"wrote {args.output} ({len(page.encode()) / 1e6:.2f} MB): {len(data.villages)} villages, "
+        f"{sum(1 for p in data.probes if p.lon is not None)} probes"
+    )
+    return 0
+
+
+def read_token_file(path: Path) -> str:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as error:
+        raise ConfigError(
+            "--write-token-file", f"cannot read {path}: {error.strerror}", "give a readable file"
+        ) from None
+    if len(token) < 16:
+        raise ConfigError(
+            "--write-token-file",
+            f"the token in {path} is {'empty' if not token else 'shorter than 16 characters'}",
+            "put a long random string in it, e.g. `openssl rand -hex 32 > FILE`",
+        )
+    return token
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from geo import web
+
+    url = database.database_url(args.database_url)
+    token = read_token_file(args.write_token_file) if args.write_token_file else None
+    app = web.create_app(
+        url, write_token=token, tiles=args.tiles, tiles_attribution=args.tiles_attribution
+    )
+    print(
+        f"serving http://{args.host}:{args.port}/map (API /api, OpenAPI /schema); "
+        f"writes {'need the bearer token' if token else 'disabled'}",
+        file=sys.stderr,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from tests.helpers import BOOT_ID
 
@@ -138,4 +139,38 @@ def add_village(
                                  grid_power)
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",
         (name, commune, district, province, lon, lat, population, grid_power),
+    )
+
+
+def add_probe_status(
+    connection: psycopg.Connection[Any],
+    probe_id: str,
+    state: str,
+    last_seen: datetime | None,
+) -> None:
+    """The collector's view of a probe (the probe_health view reads it)."""
+    connection.execute(
+        """INSERT INTO probe_status (probe_id, state, state_changed_at, last_seen)
+           VALUES (%s, %s, %s, %s)""",
+        (probe_id, state, last_seen, last_seen),
+    )
+
+
+def add_boundary(
+    connection: psycopg.Connection[Any],
+    level: str,
+    name: str,
+    box: tuple[float, float, float, float],
+    *,
+    parent: str = "",
+) -> None:
+    """A rectangular boundary (min lon, min lat, max lon, max lat)."""
+    min_lon, min_lat, max_lon, max_lat = box
+    ring = [[min_lon, min_lat], [max_lon, min_lat], [max_lon, max_lat], [min_lon, max_lat]]
+    geometry = {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}
+    connection.execute(
+        """INSERT INTO boundaries (level, name, parent, geometry, min_lon, min_lat,
+                                   max_lon, max_lat)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",
+        (level, name, parent, Jsonb(geometry), *box),
     )

@@ -1,0 +1,390 @@
+"""The coverage map: one HTML page (folium + Leaflet) that works without internet.
+
+What is drawn (layers in the layer control):
+
+- **Villages** coloured by coverage class, clustered (Leaflet.markercluster). The base
+  layers are the operator filter: "best operator" and one view per operator. Each
+  village's popup shows the numbers behind its colour: class and availability % per
+  operator, median signal and readings count (at the probe that speaks for the
+  village, the nearest within the radius), latency and loss, nearest probe.
+  Unmeasured villages are hollow grey, never red.
+- **Probes** with status (online / offline / stale / unknown, see geo/probes.py) and
+  last-seen time; **power outages** in the window at each probe.
+- **Dead zones**, **unmeasured areas** (nobody measured: grey, dashed — never drawn as
+  dead) and **covered areas** (geo/deadzones.py), clipped to the province boundary;
+  without an imported boundary, to the extent of the villages and probes.
+- **Boundaries**: province and communes, as vectors — there is no base map by default
+  (tiles would come from the internet); ``tiles=URL`` adds one from an office tile server.
+
+To keep a 10,000-village province small (``bench/map_size.py``), the data is one compact
+JSON document (arrays, shared string tables, rounded coordinates, simplified polygons)
+and markers and popups are built in the browser by ``geo/static/coverwatch/map.js``,
+instead of one folium object (and one popup document) per marker.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import folium
+import numpy as np
+import psycopg
+import shapely
+from branca.element import Element, Figure, MacroElement
+from jinja2 import Template
+
+from geo import assets
+from geo.coverage import OperatorCoverage, ProbeCoverage, TimeWindow, probe_coverage
+from geo.deadzones import DeadZones, probe_dead_zones
+from geo.operators import operator_label
+from geo.probes import PROBE_STATES, Outage, ProbeHealth, power_outages, probe_health
+from geo.registry import load_villages
+from geo.status import DEFAULT_RADIUS_M, VillageStatus, village_status
+from geo.thresholds import COVERAGE_CLASSES, DEFAULT_THRESHOLDS, Thresholds
+
+COORD_DECIMALS: Final = 5  # ~1 m
+SIMPLIFY_DEG: Final = 1e-4  # ~10 m: polygon vertices closer than that are dropped
+
+
+@dataclass(frozen=True, slots=True)
+class Boundary:
+    level: str
+    name: str
+    parent: str
+    geometry: Any  # shapely, lon/lat
+
+
+@dataclass(frozen=True, slots=True)
+class MapData:
+    """Everything the map shows, gathered from the database once."""
+
+    window: TimeWindow
+    radius_m: float
+    villages: Sequence[VillageStatus]
+    probes: Sequence[ProbeCoverage]
+    health: dict[str, ProbeHealth]
+    outages: dict[str, list[Outage]]
+    boundaries: Sequence[Boundary]
+    zones: DeadZones | None
+    area: str  # what the zones are clipped to
+    generated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+# ------------------------------------------------------------------------- gathering
+
+
+def load_boundaries(
+    connection: psycopg.Connection[Any], *, province: str | None = None
+) -> list[Boundary]:
+    """Province and commune boundaries (of one province: communes inside it)."""
+    rows = connection.execute(
+        """SELECT level, name, parent, geometry FROM boundaries
+           WHERE level IN ('province', 'commune')
+           ORDER BY level DESC, parent, name"""
+    ).fetchall()
+    found = [
+        Boundary(level, name, parent, shapely.from_geojson(json.dumps(geometry)))
+        for level, name, parent, geometry in rows
+    ]
+    if province is None:
+        return found
+    provinces = [b for b in found if b.level == "province" and b.name == province]
+    if not provinces:
+        return []
+    outline = shapely.union_all([b.geometry for b in provinces])
+    return provinces + [
+        b
+        for b in found
+        if b.level == "commune" and outline.contains(shapely.point_on_surface(b.geometry))
+    ]
+
+
+def _extent(statuses: Sequence[VillageStatus], probes: Sequence[ProbeCoverage], r: float) -> Any:
+    lons = [s.village.lon for s in statuses] + [p.lon for p in probes if p.lon is not None]
+    lats = [s.village.lat for s in statuses] + [p.lat for p in probes if p.lat is not None]
+    if not lons:
+        return None
+    mid = float(np.radians((min(lats) + max(lats)) / 2))
+    dlat = r / 111_320
+    dlon = r / (111_320 * max(float(np.cos(mid)), 0.1))
+    return shapely.box(min(lons) - dlon, min(lats) - dlat, max(lons) + dlon, max(lats) + dlat)
+
+
+def zone_area(
+    boundaries: Sequence[Boundary],
+    statuses: Sequence[VillageStatus],
+    probes: Sequence[ProbeCoverage],
+    radius_m: float,
+) -> tuple[Any, str]:
+    """What dead zones are clipped to, and its description: the province, else the
+    communes, else the extent of villages and probes; ``(None, …)`` with nothing at all."""
+    provinces = [b.geometry for b in boundaries if b.level == "province"]
+    communes = [b.geometry for b in boundaries if b.level == "commune"]
+    if provinces:
+        return shapely.union_all(provinces), "province boundary"
+    if communes:
+        return shapely.union_all(communes), "commune boundaries"
+    return (
+        _extent(statuses, probes, radius_m),
+        "extent of villages and probes (no boundary imported)",
+    )
+
+
+def collect(
+    connection: psycopg.Connection[Any],
+    window: TimeWindow,
+    *,
+    radius_m: float = DEFAULT_RADIUS_M,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    province: str | None = None,
+) -> MapData:
+    probes = probe_coverage(connection, window, thresholds)
+    villages = load_villages(connection, province=province)
+    statuses = village_status(villages, probes, radius_m=radius_m)
+    boundaries = load_boundaries(connection, province=province)
+    area_shape, area = zone_area(boundaries, statuses, probes, radius_m)
+    zones = None
+    if area_shape is not None:
+        zones = probe_dead_zones(probes, area_shape, radius_m=radius_m)
+    return MapData(
+        window=window,
+        radius_m=radius_m,
+        villages=statuses,
+        probes=probes,
+        health=probe_health(connection),
+        outages=power_outages(connection, window),
+        boundaries=boundaries,
+        zones=zones,
+        area=area,
+    )
+
+
+# --------------------------------------------------------------------------- payload
+
+
+def _geometry(shape: Any) -> dict[str, Any] | None:
+    """Simplified, rounded GeoJSON geometry, or None when empty."""
+    if shape is None or shapely.is_empty(shape):
+        return None
+    simple = shapely.simplify(shape, SIMPLIFY_DEG, preserve_topology=True)
+    rounded = shapely.transform(simple, lambda xy: np.round(xy, COORD_DECIMALS))
+    result: dict[str, Any] = json.loads(shapely.to_geojson(rounded))
+    return result
+
+
+def _round(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def _main_signal(operator: OperatorCoverage) -> float | None:
+    """Median signal of the technology the probe used most with this operator."""
+    measured = [t for t in operator.technologies if t.median_signal_dbm is not None]
+    if not measured:
+        return None
+    main = max(measured, key=lambda t: t.readings)
+    return _round(main.median_signal_dbm, 0)
+
+
+def payload(data: MapData) -> dict[str, Any]:
+    """The compact JSON the browser builds the layers from (see map.js for the layout)."""
+    placed = [p for p in data.probes if p.lon is not None and p.lat is not None]
+    probe_index = {p.probe_id: i for i, p in enumerate(placed)}
+    coverage_of = {p.probe_id: {o.operator: o for o in p.operators} for p in placed}
+    operators = sorted({o.operator for p in placed for o in p.operators})
+    op_index = {code: i for i, code in enumerate(operators)}
+    cls_index = {name: i for i, name in enumerate(COVERAGE_CLASSES)}
+    places: dict[str, int] = {}
+
+    villages = []
+    for status in data.villages:
+        v = status.village
+        place = ", ".join(part for part in (v.commune, v.district) if part)
+        ops = []
+        for o in sorted(status.operators, key=lambda o: op_index.get(o.operator, 0)):
+            # The numbers come from the nearest nearby probe that measured this operator.
+            at = next(
+                (
+                    coverage_of[n.probe_id][o.operator]
+                    for n in status.nearby
+                    if o.operator in coverage_of.get(n.probe_id, {})
+                ),
+                None,
+            )
+            ops.append(
+                [
+                    op_index[o.operator],
+                    cls_index[o.coverage_class],
+                    _round(o.availability_pct),
+                    None if at is None else _main_signal(at),
+                    None if at is None else at.readings,
+                ]
+            )
+        speaking = probe_index.get(status.nearby[0].probe_id, -1) if status.nearby else -1
+        villages.append(
+            [
+                round(v.lat, COORD_DECIMALS),
+                round(v.lon, COORD_DECIMALS),
+                v.name,
+                places.setdefault(place, len(places)),
+                v.population,
+                cls_index[status.status],
+                probe_index.get(status.nearest_probe_id or "", -1),
+                None if status.nearest_probe_m is None else round(status.nearest_probe_m / 1000, 1),
+                speaking,
+                ops,
+            ]
+        )
+
+    probes = []
+    for p in placed:
+        health = data.health.get(p.probe_id)
+        outages = data.outages.get(p.probe_id, [])
+        last = outages[-1] if outages else None
+        probes.append(
+            [
+                p.probe_id,
+                round(p.lat or 0.0, COORD_DECIMALS),
+                round(p.lon or 0.0, COORD_DECIMALS),
+                PROBE_STATES.index(health.status if health else "unknown"),
+                _iso(health.last_seen if health else None),
+                cls_index[p.coverage_class()],
+                _round(p.measured_pct),
+                _round(p.rtt_median_ms),
+                _round(p.loss_pct),
+                len(outages),
+                _round(sum(o.hours for o in outages)),
+                None if last is None else _iso(last.started_at),
+                None if last is None else _iso(last.ended_at),
+                p.village,
+            ]
+        )
+
+    zones = []
+    if data.zones is not None:
+        for state, shape, km2 in (
+            ("covered", data.zones.covered, data.zones.covered_km2),
+            ("unmeasured", data.zones.unmeasured, data.zones.unmeasured_km2),
+            ("dead", data.zones.dead, data.zones.dead_km2),
+        ):
+            geometry = _geometry(shape)
+            if geometry is not None:
+                zones.append(
+                    {
+                        "type": "Feature",
+                        "properties": {"state": state, "km2": round(km2, 1)},
+                        "geometry": geometry,
+                    }
+                )
+    boundaries = []
+    for b in data.boundaries:
+        geometry = _geometry(b.geometry)
+        if geometry is not None:
+            boundaries.append(
+                {"type": "Feature", "properties": {"l": b.level, "n": b.name}, "geometry": geometry}
+            )
+
+    return {
+        "meta": {
+            "since": _iso(data.window.start),
+            "until": _iso(data.window.end),
+            "radius_km": round(data.radius_m / 1000, 2),
+            "area": data.area,
+            "generated": _iso(data.generated_at),
+            "unplaced_probes": len(data.probes) - len(placed),
+        },
+        "classes": list(COVERAGE_CLASSES),
+        "states": list(PROBE_STATES),
+        "ops": [operator_label(code) for code in operators],
+        "places": list(places),
+        "villages": villages,
+        "probes": probes,
+        "zones": zones,
+        "boundaries": boundaries,
+    }
+
+
+# ------------------------------------------------------------------------- rendering
+
+
+class _Layers(MacroElement):
+    """Hands the payload to coverwatchMap() once the map and layer control exist."""
+
+    _template = Template(
+        "{% macro script(this, kwargs) %}"
+        "coverwatchMap({{ this.map_name }}, {{ this.control_name }}, {{ this.data }});"
+        "{% endmacro %}"
+    )
+
+    def __init__(self, map_name: str, control_name: str, data: str) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._name = "CoverwatchLayers"
+        self.map_name = map_name
+        self.control_name = control_name
+        self.data = data
+
+
+def _bounds(data: MapData) -> list[list[float]] | None:
+    lons = [s.village.lon for s in data.villages]
+    lats = [s.village.lat for s in data.villages]
+    lons += [p.lon for p in data.probes if p.lon is not None]
+    lats += [p.lat for p in data.probes if p.lat is not None]
+    for b in data.boundaries:
+        min_lon, min_lat, max_lon, max_lat = shapely.bounds(b.geometry).tolist()
+        lons += [min_lon, max_lon]
+        lats += [min_lat, max_lat]
+    if not lons:
+        return None
+    return [[min(lats), min(lons)], [max(lats), max(lons)]]
+
+
+def to_json(document: Any) -> str:
+    """Compact JSON that is safe inside a <script> element."""
+    text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.replace("</", "<\\/").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+def render(
+    data: MapData,
+    *,
+    static_url: str | None = None,
+    tiles: str | None = None,
+    tiles_attribution: str | None = None,
+    title: str = "coverwatch coverage map",
+) -> str:
+    """The map page. ``static_url`` (e.g. ``/static``) links the assets; None inlines them."""
+    figure_map = folium.Map(
+        location=[21.5, 105.5], zoom_start=8, tiles=None, control_scale=True, prefer_canvas=False
+    )
+    # folium's CDN defaults (Leaflet, jQuery, Bootstrap, Font Awesome) are replaced by
+    # coverwatch's own copies: see geo/assets.py.
+    figure_map.default_js = assets.js_links()
+    figure_map.default_css = assets.css_links()
+    root = figure_map.get_root()
+    assert isinstance(root, Figure)
+    root.header.add_child(Element(f"<title>{html.escape(title)}</title>"), name="title")
+    bounds = _bounds(data)
+    if bounds is not None:
+        figure_map.fit_bounds(bounds, padding=(10, 10))
+    if tiles:
+        folium.TileLayer(
+            tiles=tiles,
+            attr=tiles_attribution or "base map: office tile server",
+            name="Base map (tiles)",
+            overlay=True,
+            control=True,
+        ).add_to(figure_map)
+    control = folium.LayerControl(collapsed=False).add_to(figure_map)
+    _Layers(figure_map.get_name(), control.get_name(), to_json(payload(data))).add_to(figure_map)
+    page: str = root.render()
+    if static_url is None:
+        return assets.inline_assets(page)
+    return assets.link_assets(page, static_url)
