@@ -9,8 +9,8 @@ generated from these declarations (``coverwatch-probe config sample``) and a tes
 keeps the committed sample in step, so every option is documented.
 
 Defaults fit a Pi on a prepaid SIM: signal and power every minute, latency and system
-health every five minutes, speed tests off; about 35 MB of MQTT traffic a month (see
-the sample's header and docs/benchmarks.md).
+health every five minutes, speed tests off; about 50-55 MB of MQTT traffic and 30 MB of
+latency pings a month (see the sample's header and agent/README.md).
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class OutboxSection:
     max_readings: int = field(
         default=200_000,
         metadata=_help(
-            "keep at most this many unsent readings (~40 MB; about 30 days offline at the "
+            "keep at most this many unsent readings (~75 MB; about 50 days offline at the "
             "default cadence); the oldest are dropped first and counted"
         ),
     )
@@ -440,8 +440,9 @@ SAMPLE_HEADER = """\
 # what you need; the probe checks the whole file at start-up and lists every problem.
 #
 # Only [probe] id and [mqtt] url are required. The defaults fit a Pi on a prepaid
-# SIM: about 4,000 readings a day, roughly 35 MB of MQTT traffic a month (speed tests
-# are off; each one costs ~30-60 MB, so enable them only with a data budget).
+# SIM: about 4,000 readings a day, roughly 50-55 MB of MQTT traffic plus ~30 MB of
+# latency pings a month (speed tests are off; each one costs ~30-60 MB, so enable them
+# only with a data budget).
 """
 
 

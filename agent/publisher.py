@@ -177,10 +177,17 @@ class Publisher:
             info = self._client.publish(
                 self.status_topic, self._status("offline", reason=reason), qos=1, retain=True
             )
-            # If the connection went away meanwhile, the last will says the same.
-            with contextlib.suppress(RuntimeError):
-                info.wait_for_publish(timeout=2.0)
+            if self._threads:
+                # If the connection went away meanwhile, the last will says the same.
+                with contextlib.suppress(RuntimeError):
+                    info.wait_for_publish(timeout=2.0)
+            else:  # stepped by a simulator: turn the network ourselves
+                deadline = time.monotonic() + 2.0
+                while not info.is_published() and time.monotonic() < deadline:
+                    self.network_step(0.01)
             self._client.disconnect()
+            if not self._threads:
+                self.network_step(0.0)
         self._stopping.set()
         self._wake.set()
         for thread in self._threads:
@@ -217,8 +224,9 @@ class Publisher:
             self.network_step(timeout_s=1.0)
             if not self._socket_open:
                 self._stopping.wait(max(0.0, self._next_attempt_at - time.monotonic()))
-        with contextlib.suppress(OSError):
-            self._client.loop(timeout=0.2)  # flush the goodbye and DISCONNECT
+        if self._client.socket() is not None:  # flush the goodbye and DISCONNECT
+            with contextlib.suppress(OSError):
+                self._client.loop(timeout=0.2)
 
     def network_step(self, timeout_s: float = 0.0) -> None:
         """One turn of the connection: (re)connect when due, else read and write.

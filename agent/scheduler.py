@@ -126,9 +126,8 @@ class Agent:
                 self.take_round([s.sensor for s in due])
                 for scheduled in due:
                     # Keep the cadence without bursts after a long stall (e.g. a hung modem).
-                    scheduled.next_due_s = max(
-                        scheduled.next_due_s + scheduled.interval_s, now + 1.0
-                    )
+                    base = scheduled.next_due_s if scheduled.next_due_s else now
+                    scheduled.next_due_s = max(base + scheduled.interval_s, now + 1.0)
             self.notifier.watchdog()
             wait_s = min(s.next_due_s for s in self.schedule) - self.clock.monotonic_s()
             stop.wait(min(max(wait_s, 0.0), pet_every_s))

@@ -112,6 +112,7 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: collector.stop())
     signal.signal(signal.SIGINT, lambda *_: collector.stop())
     collector.connect()
+    http = _start_http(values, database_url)
     refresher = None
     if values["rollup_refresh_s"]:
         refresher = RollupRefresher(database_url, values["rollup_refresh_s"], metrics)
@@ -130,8 +131,34 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if refresher is not None:
             refresher.stop()
+        if http is not None:
+            http.stop()
     logger.info("collector stopped cleanly")
     return 0
+
+
+def _start_http(values: dict[str, Any], database_url: str) -> Any:
+    """The geo HTTP API and map in this process, when ``http_port`` is set."""
+    if not values["http_port"]:
+        return None
+    from geo.web import create_app, serve_in_thread
+
+    token = None
+    if values["http_write_token_file"]:
+        path = Path(values["http_write_token_file"])
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise ConfigError(
+                "http_write_token_file",
+                f"cannot read {path}: {error.strerror}",
+                "point it at a file holding the token (coverwatch deploy init writes one)",
+            ) from None
+    handle = serve_in_thread(
+        create_app(database_url, write_token=token), values["http_host"], values["http_port"]
+    )
+    logger.info("HTTP API and map at http://%s:%d/map", values["http_host"], handle.port)
+    return handle
 
 
 def _import(args: argparse.Namespace) -> int:

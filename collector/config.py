@@ -53,6 +53,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("metrics_port", int, 9108, "port of the Prometheus /metrics endpoint (0: off)"),
     Setting("metrics_host", str, "127.0.0.1", "address the metrics endpoint listens on"),
     Setting(
+        "http_port",
+        int,
+        0,
+        "serve the HTTP API and the coverage map (/api/…, /map) on this port (0: off)",
+    ),
+    Setting("http_host", str, "127.0.0.1", "address the HTTP API listens on"),
+    Setting(
+        "http_write_token_file",
+        str,
+        None,
+        "file holding the bearer token that write endpoints require (none: writes disabled)",
+    ),
+    Setting(
         "rollup_refresh_s",
         float,
         300.0,

@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="the whole system on this machine with a simulated province"
     )
+    try:
+        from simulator.demo import add_arguments as add_demo_arguments
+    except ImportError:  # the server extra is not installed
+        pass
+    else:
+        add_demo_arguments(demo)
     demo.set_defaults(handler=_demo)
     return parser
 
@@ -119,12 +125,15 @@ def _read_file(path: Path) -> bytes:
         raise CoverwatchError(f"cannot read {path}: {error.strerror}") from None
 
 
-def _demo(_: argparse.Namespace) -> int:
-    print(
-        "coverwatch demo: the simulated province arrives with the demo issue (#6); "
-        "until then, `make test` exercises the real broker and database."
-    )
-    return 0
+def _demo(args: argparse.Namespace) -> int:
+    try:
+        from simulator.demo import main as demo_main
+    except ImportError as error:
+        raise CoverwatchError(
+            f"the demo needs the server and embedded extras ({error.name} is not installed): "
+            "pip install '.[server,embedded]' (make demo does this)"
+        ) from None
+    return demo_main(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -319,9 +319,10 @@ class SimulatedProbe:
 
     def advance(self, now: datetime) -> None:
         """Move to ``now``: power and link events, then the rounds that fell due."""
+        elapsed_h = max(0.0, (now - self.now).total_seconds() / 3600)
         self.now = now
-        self._maybe_cut_power()
-        self._maybe_drop_link()
+        self._maybe_cut_power(elapsed_h)
+        self._maybe_drop_link(elapsed_h)
         if self.powered and not self.should_have_power():
             self._power_off()
         elif not self.powered and self.should_have_power():
@@ -344,23 +345,24 @@ class SimulatedProbe:
             self.stats.rounds += 1
             self.stats.readings += len(taken)
 
-    def _maybe_cut_power(self) -> None:
+    def _maybe_cut_power(self, elapsed_h: float) -> None:
         if not self.village.grid_power or (
             self.cut_until is not None and self.now < self.cut_until
         ):
             return
         # About one cut every four days per grid village, lasting 1-5 hours.
-        if self.rng.random() < 1 / (4 * 24 * 12):
+        if self.rng.random() < elapsed_h / (4 * 24):
             self.cut_until = self.now + timedelta(hours=self.rng.uniform(1, 5))
 
-    def _maybe_drop_link(self) -> None:
+    def _maybe_drop_link(self, elapsed_h: float) -> None:
         if self.link_down_until is not None:
             if self.now >= self.link_down_until:
                 self.link_up = True
                 self.link_down_until = None
                 self.link_returned = self.now
             return
-        if self.village.flaky_link and self.rng.random() < 1 / (8 * 12):
+        # Flaky backhauls drop about every eight hours, for half an hour to four hours.
+        if self.village.flaky_link and self.rng.random() < elapsed_h / 8:
             self.link_up = False
             self.link_down_until = self.now + timedelta(hours=self.rng.uniform(0.5, 4))
             self.stats.link_drops += 1
@@ -447,6 +449,10 @@ class Fleet:
 
     def unsent(self) -> int:
         return sum(probe.unsent() for probe in self.probes)
+
+    def reachable_unsent(self) -> int:
+        """Unsent readings of probes that have power and a link (the rest must wait)."""
+        return sum(p.unsent() for p in self.probes if p.powered and p.link_up)
 
     def close(self) -> None:
         for probe in self.probes:
