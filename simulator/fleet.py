@@ -450,6 +450,9 @@ class Fleet:
     def unsent(self) -> int:
         return sum(probe.unsent() for probe in self.probes)
 
+    def powered(self) -> int:
+        return sum(1 for probe in self.probes if probe.powered)
+
     def reachable_unsent(self) -> int:
         """Unsent readings of probes that have power and a link (the rest must wait)."""
         return sum(p.unsent() for p in self.probes if p.powered and p.link_up)

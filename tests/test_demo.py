@@ -1,0 +1,152 @@
+"""``coverwatch demo`` end to end, as a user runs it: real processes, real services.
+
+Each run replays a few simulated hours of a 320-village province through the real
+agent, broker, collector and database, then checks the summary against the
+simulator's ground truth, the files it writes, and that nothing is left running.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from coverwatch.localservices import mosquitto_binary
+from tests.conftest import skip_unless_ci
+
+BIN = Path(sys.executable).parent
+
+
+def demo_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "COVERWATCH_DATABASE_URL"}
+    env["COLUMNS"] = "200"  # one summary fact per line, unwrapped
+    return env
+
+
+def leftovers(marker: str) -> list[str]:
+    """Processes whose command line mentions this run's scratch or output directory."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if marker in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def check_summary(output: str, out_dir: Path) -> None:
+    scores = re.search(r"precision ([0-9.]+), recall ([0-9.]+)", output)
+    assert scores, output
+    precision, recall = float(scores[1]), float(scores[2])
+    assert precision >= 0.95, output
+    assert recall >= 0.95, output
+    stored = re.search(r"readings: ([0-9,]+) taken, ([0-9,]+) stored", output)
+    assert stored, output
+    assert int(stored[2].replace(",", "")) > 10_000
+    dead = re.search(r"(\d+) malformed payloads dead-lettered", output)
+    assert dead, output
+    assert int(dead[1]) >= 1
+    outages = re.search(r"villages with power outages: (\d+)", output)
+    assert outages, output
+    assert int(outages[1]) >= 1
+    html = (out_dir / "coverage-map.html").read_text(encoding="utf-8")
+    assert "L.map" in html or "leaflet" in html.lower()
+    assert "https://cdn" not in html
+    report = (out_dir / "uncovered-villages.csv").read_text(encoding="utf-8")
+    assert report.startswith("rank,")
+    assert len(report.splitlines()) > 5
+
+
+def run_demo(out_dir: Path, *extra: str) -> str:
+    result = subprocess.run(
+        [
+            str(BIN / "coverwatch"),
+            "demo",
+            "--duration",
+            "30",
+            "--history-hours",
+            "6",
+            "--http-port",
+            "0",
+            "--out",
+            str(out_dir),
+            *extra,
+        ],
+        env=demo_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    return output
+
+
+@pytest.mark.slow
+def test_demo_on_embedded_defaults(tmp_path: Path) -> None:
+    """Nothing but Python: embedded PostgreSQL and the pure-Python amqtt broker."""
+    out_dir = tmp_path / "demo-out"
+    output = run_demo(out_dir, "--amqtt")
+    assert "embedded PostgreSQL" in output
+    assert "broker: amqtt" in output
+    check_summary(output, out_dir)
+    assert leftovers(str(out_dir)) == []
+
+
+@pytest.mark.slow
+@pytest.mark.mosquitto
+def test_demo_with_mosquitto_until_ctrl_c(tmp_path: Path) -> None:
+    """The interactive demo: map served live, Ctrl-C stops everything cleanly."""
+    if mosquitto_binary() is None:
+        skip_unless_ci("mosquitto is not installed (Debian: apt-get install mosquitto)")
+    out_dir = tmp_path / "demo-out"
+    log_path = tmp_path / "demo.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                str(BIN / "coverwatch"),
+                "demo",
+                "--history-hours",
+                "6",
+                "--http-port",
+                "0",
+                "--out",
+                str(out_dir),
+            ],
+            env=demo_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 180
+        map_url = None
+        while time.monotonic() < deadline and process.poll() is None:
+            text = log_path.read_text(errors="replace")
+            found = re.search(r"open (http://\S+/map)", text)
+            if found and "live" in text.split(found[0], 1)[1]:
+                map_url = found[1]
+                break
+            time.sleep(0.5)
+        assert map_url, log_path.read_text(errors="replace")
+        with urllib.request.urlopen(map_url, timeout=30) as response:  # noqa: S310 - loopback
+            page = response.read().decode()
+        assert response.status == 200
+        assert "leaflet" in page.lower()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(120) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    output = log_path.read_text(errors="replace")
+    assert "broker: mosquitto" in output
+    check_summary(output, out_dir)
+    assert leftovers(str(out_dir)) == []
