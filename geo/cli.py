@@ -61,23 +61,7 @@ def register(commands: Any) -> None:
         "window; hours without readings (e.g. power cuts) are unmeasured, not gaps.",
     )
     unc.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    when = unc.add_mutually_exclusive_group()
-    when.add_argument("--since", help="start of the window, ISO 8601 (e.g. 2026-11-01)")
-    when.add_argument("--window", default="30d", help="window up to now: 12h, 30d, 4w (30d)")
-    unc.add_argument(
-        "--radius-km",
-        type=float,
-        default=DEFAULT_RADIUS_M / 1000,
-        help=f"probes within this distance speak for a village ({DEFAULT_RADIUS_M / 1000:g})",
-    )
-    unc.add_argument("--province", help="only villages of this province")
-    unc.add_argument(
-        "--threshold",
-        action="append",
-        default=[],
-        metavar="TECH=GOOD,FAIR,POOR",
-        help="override a technology's dBm thresholds, e.g. lte=-95,-105,-115 (repeatable)",
-    )
+    _analysis_options(unc, province_help="only villages of this province")
     unc.add_argument("--all", action="store_true", help="include villages with full availability")
     unc.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
     unc.set_defaults(handler=_uncovered)
@@ -90,23 +74,7 @@ def register(commands: Any) -> None:
         "internet. No base map unless --tiles points at a tile server.",
     )
     mp.add_argument("-o", "--output", type=Path, default=Path("coverage.html"))
-    mp_when = mp.add_mutually_exclusive_group()
-    mp_when.add_argument("--since", help="start of the window, ISO 8601 (e.g. 2026-11-01)")
-    mp_when.add_argument("--window", default="30d", help="window up to now: 12h, 30d, 4w (30d)")
-    mp.add_argument(
-        "--radius-km",
-        type=float,
-        default=DEFAULT_RADIUS_M / 1000,
-        help=f"probes within this distance speak for a village ({DEFAULT_RADIUS_M / 1000:g})",
-    )
-    mp.add_argument("--province", help="only this province (villages, boundary, dead zones)")
-    mp.add_argument(
-        "--threshold",
-        action="append",
-        default=[],
-        metavar="TECH=GOOD,FAIR,POOR",
-        help="override a technology's dBm thresholds (repeatable)",
-    )
+    _analysis_options(mp, province_help="only this province (villages, boundary, dead zones)")
     _tile_options(mp)
     mp.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
     mp.set_defaults(handler=_map)
@@ -125,6 +93,27 @@ def register(commands: Any) -> None:
     _tile_options(srv)
     srv.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
     srv.set_defaults(handler=_serve)
+
+
+def _analysis_options(parser: argparse.ArgumentParser, *, province_help: str) -> None:
+    """Window, radius, province and thresholds: what every coverage computation takes."""
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument("--since", help="start of the window, ISO 8601 (e.g. 2026-11-01)")
+    when.add_argument("--window", default="30d", help="window up to now: 12h, 30d, 4w (30d)")
+    parser.add_argument(
+        "--radius-km",
+        type=float,
+        default=DEFAULT_RADIUS_M / 1000,
+        help=f"probes within this distance speak for a village ({DEFAULT_RADIUS_M / 1000:g})",
+    )
+    parser.add_argument("--province", help=province_help)
+    parser.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="TECH=GOOD,FAIR,POOR",
+        help="override a technology's dBm thresholds, e.g. lte=-95,-105,-115 (repeatable)",
+    )
 
 
 def _tile_options(parser: argparse.ArgumentParser) -> None:
