@@ -355,7 +355,16 @@ class Publisher:
             with self._state_lock:
                 if len(self._inflight) >= self.options.max_inflight_messages:
                     return
-                live = [self._live.popleft() for _ in range(min(len(self._live), 2000))]
+                popped = [self._live.popleft() for _ in range(min(len(self._live), 2000))]
+                # The backlog may have got there first (e.g. right after connecting):
+                # whatever it already sent is not sent twice.
+                live = [
+                    seq
+                    for seq in popped
+                    if seq > self._backlog_cursor and seq not in self._inflight_seqs
+                ]
+            if popped and not live:
+                continue
             readings = self.outbox.get(live) if live else self._next_backlog_batch()
             if not readings:
                 return

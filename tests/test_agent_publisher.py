@@ -189,3 +189,23 @@ def test_backoff_grows_exponentially_with_jitter_up_to_the_cap() -> None:
     assert len({round(d, 6) for d in delays}) == 12  # jittered, not lock-step
     backoff.reset()
     assert backoff.next_delay() == 1.0
+
+
+def test_a_round_the_backlog_already_sent_is_not_sent_again_as_live(
+    broker_url: MqttUrl, probe_id: str, outbox: Outbox
+) -> None:
+    """Right after connecting the backlog pass may pick up a round before its live notice."""
+    topic = protocol.readings_topic(probe_id)
+    with subscribed(broker_url, topic) as inbox:
+        publisher = Publisher(options(probe_id, broker_url), outbox)
+        seqs = outbox.add([power_reading()] * 8)
+        publisher.start()
+        assert publisher.connected.wait(10)
+        inbox.wait_for(1, topic=topic)  # sent by the backlog pass
+        assert publisher.wait_idle(timeout_s=10)
+        publisher.notify_live(seqs)  # the live notice arrives late
+        assert publisher.wait_idle(timeout_s=10)
+        time.sleep(0.5)
+        publisher.stop()
+        messages = [m for m in inbox.messages if m.topic == topic]
+    assert seqs_in(messages) == seqs
