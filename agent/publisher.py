@@ -103,7 +103,8 @@ class Publisher:
         self._inflight_seqs: set[int] = set()
         self._acked: deque[int] = deque()
         self._backlog_cursor = 0
-        self._to_remove: list[int] = []
+        # Acknowledged, awaiting deletion: never sent again, not counted as unsent.
+        self._to_remove: set[int] = set()
         self._last_removal = time.monotonic()
         self._client = self._make_client()
         self._threads: list[threading.Thread] = []
@@ -337,7 +338,8 @@ class Publisher:
         if seqs:
             with self._state_lock:
                 self._inflight_seqs.difference_update(seqs)
-            self._to_remove.extend(seqs)
+            with self._state_lock:
+                self._to_remove.update(seqs)
             self.acknowledged_readings += len(seqs)
         # Deleting in batches spares the SD card a WAL page per acknowledgement; the
         # backlog cursor is already past these rows, so they are not sent again.
@@ -346,8 +348,9 @@ class Publisher:
             or len(self._to_remove) >= REMOVE_BATCH_READINGS
             or time.monotonic() - self._last_removal >= REMOVE_EVERY_S
         ):
-            self.outbox.remove(self._to_remove)
-            self._to_remove = []
+            with self._state_lock:
+                removing, self._to_remove = sorted(self._to_remove), set()
+            self.outbox.remove(removing)
             self._last_removal = time.monotonic()
 
     def _send_what_fits(self) -> None:
@@ -361,7 +364,9 @@ class Publisher:
                 live = [
                     seq
                     for seq in popped
-                    if seq > self._backlog_cursor and seq not in self._inflight_seqs
+                    if seq > self._backlog_cursor
+                    and seq not in self._inflight_seqs
+                    and seq not in self._to_remove
                 ]
             if popped and not live:
                 continue
@@ -384,7 +389,10 @@ class Publisher:
                     if len(batch) == size:
                         break
                     self._backlog_cursor = reading.seq
-                    if reading.seq not in self._inflight_seqs:
+                    if (
+                        reading.seq not in self._inflight_seqs
+                        and reading.seq not in self._to_remove
+                    ):
                         batch.append(reading)
         return batch
 

@@ -196,8 +196,8 @@ def copy_baseline(url: str, probes: int, messages_per_probe: int, size: int) -> 
         elapsed = time.perf_counter() - started
     rate = total / elapsed
     print(f"baseline {total:>9,} readings raw COPY in {elapsed:6.2f} s: {rate:>9,.0f} readings/s")
-    # The collector's own write path on the same messages, no broker: decode, staging
-    # COPY, INSERT ... ON CONFLICT, status upsert, in batches of its default size.
+    # The collector's own write path on the same messages, no broker: decode, COPY in a
+    # savepoint, status upsert, in batches of its default size.
     with psycopg.connect(url) as connection:
         for kind in rows:
             connection.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(f"readings_{kind}")))

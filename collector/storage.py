@@ -24,11 +24,14 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import msgspec
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
+from psycopg.abc import AdaptContext
+from psycopg.adapt import Dumper
 
 from coverwatch import protocol
 
@@ -38,10 +41,24 @@ DEAD_LETTER_PAYLOAD_LIMIT = 64 * 1024
 TEMPORARY_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
 
 # Columns of readings_<kind>, in protocol order: the protocol is the single definition.
+# The order is the structs' field order, so msgspec.structs.astuple(reading) is a row.
 COLUMNS: dict[str, tuple[str, ...]] = {
     kind: tuple(reading_type.__struct_fields__)
     for kind, reading_type in protocol.READING_TYPES.items()
 }
+_KIND_OF_TYPE: dict[type, str] = {
+    reading_type: kind for kind, reading_type in protocol.READING_TYPES.items()
+}
+_astuple = msgspec.structs.astuple
+_taken_at = attrgetter("taken_at")
+
+_UUID_OID = 2950
+_FLOAT4_OID = 700
+# Binary COPY hands a real column the C cast of the double, where text COPY has
+# PostgreSQL parse the number and refuse one that overflows or underflows real. A batch
+# with a value near those limits (or not finite) is therefore copied as text.
+_FLOAT4_SAFE_MIN = 1.2e-38  # smallest normal real is 1.17549435e-38
+_FLOAT4_SAFE_MAX = 3.4e38  # largest real is 3.40282347e+38
 
 
 class TemporaryStoreError(Exception):
@@ -179,19 +196,23 @@ def _decode_one(message: InboundMessage, into: _Decoded) -> None:
                 rejected.index,
             )
         )
-    for reading in batch.batch.readings:
-        kind = reading.__struct_config__.tag
-        assert isinstance(kind, str)
-        into.readings[kind].append((probe_id, *(getattr(reading, name) for name in COLUMNS[kind])))
-        arrival = into.arrivals.get(probe_id)
-        if arrival is None:
-            arrival = into.arrivals[probe_id] = _Arrival(
-                message.received_at, reading.taken_at, reading.boot_id
-            )
-        arrival.last_seen = max(arrival.last_seen, message.received_at)
-        if reading.taken_at >= arrival.last_taken_at:
-            arrival.last_taken_at = reading.taken_at
-            arrival.boot_id = reading.boot_id
+    readings = batch.batch.readings
+    if not readings:
+        return
+    rows = into.readings
+    prefix = (probe_id,)
+    for reading in readings:
+        rows[_KIND_OF_TYPE[type(reading)]].append(prefix + _astuple(reading))
+    # The probe's newest reading (the last of equals) says which boot it is in.
+    newest = max(reversed(readings), key=_taken_at)
+    arrival = into.arrivals.get(probe_id)
+    if arrival is None:
+        into.arrivals[probe_id] = _Arrival(message.received_at, newest.taken_at, newest.boot_id)
+        return
+    arrival.last_seen = max(arrival.last_seen, message.received_at)
+    if newest.taken_at >= arrival.last_taken_at:
+        arrival.last_taken_at = newest.taken_at
+        arrival.boot_id = newest.boot_id
 
 
 class Store:
@@ -201,6 +222,9 @@ class Store:
         self.database_url = database_url
         self.connect_timeout_s = connect_timeout_s
         self._connection: psycopg.Connection[Any] | None = None
+        # Column types of readings_<kind> for binary COPY, looked up once per connection;
+        # None where the table cannot take a binary COPY of COLUMNS (then COPY is text).
+        self._copy_types: dict[str, _CopyTypes | None] = {}
 
     def close(self) -> None:
         if self._connection is not None:
@@ -212,8 +236,10 @@ class Store:
             self._connection = psycopg.connect(
                 self.database_url, connect_timeout=int(self.connect_timeout_s)
             )
+            self._connection.adapters.register_dumper(None, _BootIdBinaryDumper)
             self._connection.execute("SET synchronous_commit = on")
             self._connection.commit()
+            self._copy_types = {}
         return self._connection
 
     def write(self, messages: Sequence[InboundMessage]) -> WriteResult:
@@ -257,10 +283,13 @@ class Store:
         connection = self.connection()
         result = WriteResult()
         with connection.transaction():
-            for kind, rows in decoded.readings.items():
-                inserted = _copy_readings(connection, kind, rows)
-                result.stored[kind] += inserted
-                result.duplicates += len(rows) - inserted
+            if decoded.readings:
+                self._look_up_copy_types(connection, decoded.readings)
+                for kind, inserted in _copy_readings(
+                    connection, decoded.readings, self._copy_types
+                ).items():
+                    result.stored[kind] += inserted
+                    result.duplicates += len(decoded.readings[kind]) - inserted
             _insert_dead_letters(connection, decoded.dead_letters)
             result.rejected.extend(decoded.dead_letters)
             _record_arrivals(connection, decoded.arrivals)
@@ -269,6 +298,13 @@ class Store:
             result.status_messages = len(decoded.statuses)
         connection.commit()
         return result
+
+    def _look_up_copy_types(
+        self, connection: psycopg.Connection[Any], readings: dict[str, list[tuple[Any, ...]]]
+    ) -> None:
+        for kind in readings:
+            if kind not in self._copy_types:
+                self._copy_types[kind] = _CopyTypes.look_up(connection, kind)
 
     def _write_reading_by_reading(self, message: InboundMessage, decoded: _Decoded) -> WriteResult:
         """Quarantine exactly the readings the database refuses.
@@ -313,30 +349,124 @@ class Store:
         raise outcome
 
 
+class _BootIdBinaryDumper(Dumper):
+    """uuid for binary COPY from the protocol's boot ids, which are validated UUID text."""
+
+    format = pq.Format.BINARY
+    oid = _UUID_OID
+
+    def __init__(self, cls: type, context: AdaptContext | None = None) -> None:
+        super().__init__(cls, context)
+        self._seen: dict[str, bytes] = {}  # a probe keeps its boot id for many readings
+
+    def dump(self, obj: Any) -> bytes:
+        if not isinstance(obj, str):
+            return bytes(obj.bytes)
+        value = self._seen.get(obj)
+        if value is None:
+            value = self._seen[obj] = bytes.fromhex(obj.replace("-", ""))
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class _CopyTypes:
+    """What a binary COPY into readings_<kind> needs: the type of every column."""
+
+    oids: tuple[int, ...]
+    real_columns: tuple[int, ...]  # positions of real (float4) columns in a row
+
+    @classmethod
+    def look_up(cls, connection: psycopg.Connection[Any], kind: str) -> _CopyTypes | None:
+        names = ["probe_id", *COLUMNS[kind]]
+        oids = [
+            row[0]
+            for row in connection.execute(
+                "SELECT a.atttypid::int FROM unnest(%s::text[]) WITH ORDINALITY AS c(name, i) "
+                "LEFT JOIN pg_attribute a ON a.attrelid = to_regclass(%s) "
+                "AND a.attname = c.name AND NOT a.attisdropped ORDER BY c.i",
+                (names, f"readings_{kind}"),
+            )
+        ]
+        if len(oids) != len(names) or not all(oids):
+            return None  # no such table or column: text COPY reports it as it always did
+        return cls(tuple(oids), tuple(i for i, oid in enumerate(oids) if oid == _FLOAT4_OID))
+
+    def fit(self, rows: list[tuple[Any, ...]]) -> bool:
+        """Whether every real value is one binary and text COPY store alike."""
+        for position in self.real_columns:
+            values = list(filter(None, map(itemgetter(position), rows)))  # no NULLs, no zeros
+            if values and not (
+                min(map(abs, values)) > _FLOAT4_SAFE_MIN
+                and max(map(abs, values)) < _FLOAT4_SAFE_MAX
+            ):
+                return False
+        return True
+
+
+_COLUMN_LISTS = {
+    kind: sql.SQL(", ").join(sql.Identifier(name) for name in ("probe_id", *columns))
+    for kind, columns in COLUMNS.items()
+}
+_COPY_TEXT = {
+    kind: sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(f"readings_{kind}"), columns)
+    for kind, columns in _COLUMN_LISTS.items()
+}
+_COPY_BINARY = {
+    kind: sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        sql.Identifier(f"readings_{kind}"), columns
+    )
+    for kind, columns in _COLUMN_LISTS.items()
+}
+
+
 def _copy_readings(
+    connection: psycopg.Connection[Any],
+    readings: dict[str, list[tuple[Any, ...]]],
+    copy_types: dict[str, _CopyTypes | None],
+) -> dict[str, int]:
+    """Store rows of every kind, skipping those already stored; return how many were new.
+
+    Fast path: COPY straight into the tables inside one savepoint, as most batches hold
+    no reading seen before; in binary format where the table's types are known and the
+    values allow it. Should the binary COPY fail for any other reason than a duplicate
+    or a lost connection, it is tried again in text format, which fails (or not) exactly
+    as the text COPY always did. A unique violation (a redelivery or re-send) rolls the
+    savepoint back and takes the slow path: COPY (text) into a staging table per kind,
+    then INSERT … ON CONFLICT DO NOTHING, which counts exactly the new rows.
+    """
+    allow_binary = True
+    while True:
+        used_binary = False
+        try:
+            with connection.transaction(), connection.cursor() as cursor:
+                for kind, rows in readings.items():
+                    types = copy_types.get(kind) if allow_binary else None
+                    if types is not None and types.fit(rows):
+                        used_binary = True
+                        with cursor.copy(_COPY_BINARY[kind]) as copy:
+                            copy.set_types(types.oids)
+                            for row in rows:
+                                copy.write_row(row)
+                    else:
+                        with cursor.copy(_COPY_TEXT[kind]) as copy:
+                            for row in rows:
+                                copy.write_row(row)
+            return {kind: len(rows) for kind, rows in readings.items()}
+        except psycopg.errors.UniqueViolation:
+            break
+        except Exception as error:
+            if not used_binary or (isinstance(error, psycopg.Error) and is_temporary(error)):
+                raise
+            logger.debug("binary COPY failed, copying as text: %s", str(error).strip())
+            allow_binary = False
+    return {kind: _copy_via_staging(connection, kind, rows) for kind, rows in readings.items()}
+
+
+def _copy_via_staging(
     connection: psycopg.Connection[Any], kind: str, rows: list[tuple[Any, ...]]
 ) -> int:
-    """Store rows, skipping those already stored; return how many were new.
-
-    Fast path: COPY straight into the table inside a savepoint, as most batches hold
-    no reading seen before. A unique violation (a redelivery or re-send) rolls the
-    savepoint back and takes the slow path: COPY into a staging table, then
-    INSERT … ON CONFLICT DO NOTHING, which counts exactly the new rows.
-    """
     table = sql.Identifier(f"readings_{kind}")
-    columns = sql.SQL(", ").join(sql.Identifier(name) for name in ("probe_id", *COLUMNS[kind]))
-    try:
-        copy_rows = sql.SQL("COPY {} ({}) FROM STDIN").format(table, columns)
-        with (
-            connection.transaction(),
-            connection.cursor() as cursor,
-            cursor.copy(copy_rows) as copy,
-        ):
-            for row in rows:
-                copy.write_row(row)
-        return len(rows)
-    except psycopg.errors.UniqueViolation:
-        pass
+    columns = _COLUMN_LISTS[kind]
     staging = sql.Identifier(f"staging_{kind}")
     connection.execute(
         sql.SQL(
@@ -382,40 +512,45 @@ def _insert_dead_letters(connection: psycopg.Connection[Any], letters: list[Dead
 
 
 def _record_arrivals(connection: psycopg.Connection[Any], arrivals: dict[str, _Arrival]) -> None:
-    """Update probe_status from the readings' arrival, set-based (one COPY, two statements)."""
+    """Update probe_status from the readings' arrival, set-based (one statement)."""
     if not arrivals:
         return
     connection.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS staging_arrivals (probe_id text, last_seen timestamptz, "
-        "last_taken_at timestamptz, boot_id uuid) ON COMMIT DELETE ROWS"
+        _RECORD_ARRIVALS,
+        (
+            list(arrivals),
+            [arrival.last_seen for arrival in arrivals.values()],
+            [arrival.last_taken_at for arrival in arrivals.values()],
+            [arrival.boot_id for arrival in arrivals.values()],
+        ),
     )
-    with connection.cursor() as cursor:
-        with cursor.copy("COPY staging_arrivals FROM STDIN") as copy:
-            for probe_id, arrival in arrivals.items():
-                copy.write_row(
-                    (probe_id, arrival.last_seen, arrival.last_taken_at, arrival.boot_id)
-                )
-        # A newer reading from another boot than the last one stored: the probe rebooted.
-        cursor.execute(
-            """INSERT INTO probe_events (probe_id, at, event, detail)
-               SELECT a.probe_id, a.last_taken_at, 'reboot',
-                      jsonb_build_object('previous_boot_id', s.boot_id, 'boot_id', a.boot_id)
-               FROM staging_arrivals a JOIN probe_status s USING (probe_id)
-               WHERE s.boot_id IS NOT NULL AND s.boot_id <> a.boot_id
-                 AND (s.last_taken_at IS NULL OR a.last_taken_at >= s.last_taken_at)
-               ON CONFLICT DO NOTHING"""
-        )
-        cursor.execute(
-            """INSERT INTO probe_status (probe_id, last_seen, last_taken_at, boot_id)
-               SELECT probe_id, last_seen, last_taken_at, boot_id FROM staging_arrivals
-               ON CONFLICT (probe_id) DO UPDATE SET
-                   last_seen = greatest(probe_status.last_seen, excluded.last_seen),
-                   boot_id = CASE WHEN probe_status.last_taken_at IS NULL
-                                    OR excluded.last_taken_at >= probe_status.last_taken_at
-                                  THEN excluded.boot_id ELSE probe_status.boot_id END,
-                   last_taken_at = greatest(probe_status.last_taken_at, excluded.last_taken_at)"""
-        )
-        cursor.execute("TRUNCATE staging_arrivals")
+
+
+# Both parts read probe_status as it was before the statement, so the reboot check sees
+# the previous boot just as when they were two statements.
+_RECORD_ARRIVALS = """
+WITH arrivals AS (
+    SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[], %s::uuid[])
+        AS a(probe_id, last_seen, last_taken_at, boot_id)
+), reboots AS (
+    -- A newer reading from another boot than the last one stored: the probe rebooted.
+    INSERT INTO probe_events (probe_id, at, event, detail)
+    SELECT a.probe_id, a.last_taken_at, 'reboot',
+           jsonb_build_object('previous_boot_id', s.boot_id, 'boot_id', a.boot_id)
+    FROM arrivals a JOIN probe_status s USING (probe_id)
+    WHERE s.boot_id IS NOT NULL AND s.boot_id <> a.boot_id
+      AND (s.last_taken_at IS NULL OR a.last_taken_at >= s.last_taken_at)
+    ON CONFLICT DO NOTHING
+)
+INSERT INTO probe_status (probe_id, last_seen, last_taken_at, boot_id)
+SELECT probe_id, last_seen, last_taken_at, boot_id FROM arrivals
+ON CONFLICT (probe_id) DO UPDATE SET
+    last_seen = greatest(probe_status.last_seen, excluded.last_seen),
+    boot_id = CASE WHEN probe_status.last_taken_at IS NULL
+                     OR excluded.last_taken_at >= probe_status.last_taken_at
+                   THEN excluded.boot_id ELSE probe_status.boot_id END,
+    last_taken_at = greatest(probe_status.last_taken_at, excluded.last_taken_at)
+"""
 
 
 def _record_status(
