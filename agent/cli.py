@@ -232,6 +232,7 @@ def _export(args: argparse.Namespace) -> int:
             output.flush()
             os.fsync(output.fileno())
         temporary.replace(args.output)
+        _fsync_directory(args.output.parent)
         if args.delete_exported:
             outbox.remove(exported)
     finally:
@@ -242,6 +243,15 @@ def _export(args: argparse.Namespace) -> int:
         + f"; import on the server with: coverwatch import {args.output.name}"
     )
     return 0
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename durable: on a power cut the file must not vanish or be half there."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _open_output(path: Path, *, compress: bool) -> Any:
@@ -260,7 +270,9 @@ class _GzipWithFileno(gzip.GzipFile):
         return self._raw.fileno()
 
     def close(self) -> None:
-        super().close()
+        super().close()  # writes the gzip trailer...
+        self._raw.flush()
+        os.fsync(self._raw.fileno())  # ...which must be on disk before readings are deleted
         self._raw.close()
 
 

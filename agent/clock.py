@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import time
 import uuid
 from collections.abc import Callable
@@ -68,12 +69,17 @@ class _Timex(ctypes.Structure):
     ]
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    return None if name is None else ctypes.CDLL(name, use_errno=True)
+
+
 def kernel_ntp_synced() -> bool:
     """True when the kernel's clock is disciplined by NTP (adjtimex, read-only)."""
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
+    libc = _libc()
+    if libc is None:
         return False
-    libc = ctypes.CDLL(libc_name, use_errno=True)
     timex = _Timex()
     state = libc.adjtimex(ctypes.byref(timex))
     if state < 0 or state == _TIME_ERROR:
@@ -124,13 +130,16 @@ class Clock:
         return self._monotonic_ns() / 1e9
 
     def stamp(self) -> Stamp:
+        # Sync state first: if NTP steps the clock between the reads, the reading is
+        # marked unsynchronised (and corrected later), never a wrong time marked good.
+        synced = self._ntp_synced()
         monotonic = self._monotonic_ns()
         wall = self._wall_ns()
         return Stamp(
             boot_id=self.boot_id,
             taken_at=datetime.fromtimestamp(0, UTC) + timedelta(microseconds=wall // 1000),
             monotonic_ms=monotonic // 1_000_000,
-            ntp_synced=self._ntp_synced(),
+            ntp_synced=synced,
         )
 
     def anchor(self) -> ClockAnchor | None:

@@ -70,12 +70,16 @@ def run_daemon(
         stats.pending,
     )
     publisher.start()
+    clean = False
     try:
         agent.run(stop)
+        clean = True
     finally:
         notifier.stopping()
-        publisher.stop()
-        agent.close(clean=True)
+        publisher.stop(reason="stopped" if clean else "agent failed")
+        # A crash is not a clean stop: the next start must not take it for one.
+        agent.close(clean=clean)
         outbox.close()
-        logger.info("probe %s stopped cleanly", config.probe.id)
+        if clean:
+            logger.info("probe %s stopped cleanly", config.probe.id)
     return agent

@@ -139,8 +139,13 @@ class Outbox:
         return seqs
 
     def _enforce_bounds(self, db: sqlite3.Connection, now: float) -> None:
+        # Only readings stored with a synchronised clock are aged: a Pi booted from an
+        # old image stores months-old wall times until NTP answers, and those readings
+        # must not all be dropped the moment the clock is set (the count bound still
+        # applies to them).
         dropped = db.execute(
-            "DELETE FROM readings WHERE stored_at < ?", (now - self.max_age_s,)
+            "DELETE FROM readings WHERE ntp_synced = 1 AND stored_at < ?",
+            (now - self.max_age_s,),
         ).rowcount
         excess = db.execute("SELECT count(*) FROM readings").fetchone()[0] - self.max_readings
         if excess > 0:

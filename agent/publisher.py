@@ -141,6 +141,10 @@ class Publisher:
         )
         # Let paho hold everything the pump hands over; the pump bounds it itself.
         client.max_inflight_messages_set(max(20, options.max_inflight_messages))
+        # Only the network thread writes to the socket: without a registered writer,
+        # paho's publish() writes from the calling (pump) thread too, and two threads
+        # writing one socket can interleave a large backlog PUBLISH with a live one.
+        client.on_socket_register_write = lambda *_: None
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -185,7 +189,8 @@ class Publisher:
             else:  # stepped by a simulator: turn the network ourselves
                 deadline = time.monotonic() + 2.0
                 while not info.is_published() and time.monotonic() < deadline:
-                    self.network_step(0.01)
+                    self.network_step(0.0)  # no select(): fds may be above 1024 here
+                    time.sleep(0.01)
             self._client.disconnect()
             if not self._threads:
                 self.network_step(0.0)

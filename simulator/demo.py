@@ -163,7 +163,11 @@ def _collector(
         "COVERWATCH_MQTT_URL": url.with_credentials(),
     }
     with log_path.open("ab") as log:
-        process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        # Its own session: the terminal's Ctrl-C goes to the demo, which then stops the
+        # collector after the last readings are stored, not before.
+        process = subprocess.Popen(
+            argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         with console.status("starting the collector and its HTTP server…"):
             deadline = time.monotonic() + 60

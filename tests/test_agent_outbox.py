@@ -98,3 +98,17 @@ def test_a_stored_round_survives_kill_9(tmp_path: Path) -> None:
     last_acknowledged = int(result.stdout.split()[-1])
     reopened = Outbox(path)
     assert reopened.stats().pending == last_acknowledged == 400
+
+
+def test_readings_stored_before_ntp_sync_are_not_aged_out_when_the_clock_jumps(
+    tmp_path: Path,
+) -> None:
+    """A Pi booted from an old image stores months-old wall times until NTP answers."""
+    now = [1_000_000.0]  # the Pi's idea of "now" before NTP: long ago
+    outbox = Outbox(tmp_path / "o.sqlite3", max_age_s=3600, wall_clock=lambda: now[0])
+    unsynced = msgspec.structs.replace(power_reading(), ntp_synced=False)
+    outbox.add([unsynced] * 3)
+    now[0] += 90 * 86_400  # NTP sets the clock three months forward
+    outbox.add([power_reading()])
+    stats = outbox.stats()
+    assert (stats.pending, stats.dropped_total) == (4, 0)
