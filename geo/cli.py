@@ -14,7 +14,7 @@ from coverwatch.settings import DATABASE_URL_ENV
 from geo import database, registry, report
 from geo.coverage import TimeWindow
 from geo.status import DEFAULT_RADIUS_M
-from geo.thresholds import DEFAULT_THRESHOLDS, parse_threshold
+from geo.thresholds import DEFAULT_THRESHOLDS, Thresholds, parse_threshold
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -176,13 +176,19 @@ def _import(args: argparse.Namespace) -> int:
     return 1 if parsed.rejected else 0
 
 
-def _uncovered(args: argparse.Namespace) -> int:
+def _analysis_values(args: argparse.Namespace) -> tuple[TimeWindow, Thresholds]:
+    """Read what ``_analysis_options`` declared: the window and the thresholds."""
     window = parse_window(args.since, None if args.since else args.window)
     if args.radius_km <= 0:
         raise ConfigError("--radius-km", f"{args.radius_km} is not positive", "e.g. 3")
     thresholds = DEFAULT_THRESHOLDS.with_overrides(
         dict(parse_threshold(text) for text in args.threshold)
     )
+    return window, thresholds
+
+
+def _uncovered(args: argparse.Namespace) -> int:
+    window, thresholds = _analysis_values(args)
     with database.connect(database.database_url(args.database_url)) as connection:
         rows = report.uncovered_villages(
             connection,
@@ -199,12 +205,7 @@ def _uncovered(args: argparse.Namespace) -> int:
 def _map(args: argparse.Namespace) -> int:
     from geo import maps
 
-    window = parse_window(args.since, None if args.since else args.window)
-    if args.radius_km <= 0:
-        raise ConfigError("--radius-km", f"{args.radius_km} is not positive", "e.g. 3")
-    thresholds = DEFAULT_THRESHOLDS.with_overrides(
-        dict(parse_threshold(text) for text in args.threshold)
-    )
+    window, thresholds = _analysis_values(args)
     with database.connect(database.database_url(args.database_url)) as connection:
         data = maps.collect(
             connection,
