@@ -34,6 +34,9 @@ PROTOCOL_VERSION: Final = 1
 TOPIC_PREFIX: Final = f"coverwatch/v{PROTOCOL_VERSION}"
 READINGS_CHANNEL: Final = "readings"
 STATUS_CHANNEL: Final = "status"
+# Collector -> probe: the seqs the collector has committed to the database. Only the
+# probe itself may read its ack topic and only collectors may write it (deploy ACL).
+ACK_CHANNEL: Final = "ack"
 # Filters the collector subscribes to (one level for the probe id).
 READINGS_TOPIC_FILTER: Final = f"{TOPIC_PREFIX}/+/{READINGS_CHANNEL}"
 STATUS_TOPIC_FILTER: Final = f"{TOPIC_PREFIX}/+/{STATUS_CHANNEL}"
@@ -47,6 +50,12 @@ MAX_READINGS_PER_BATCH: Final = 2000
 PROBE_ID_RE: Final = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _PROBE_ID_MATCH = re.compile(PROBE_ID_RE).match
 BOOT_ID_RE: Final = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+# The outbox id of readings sent by probes that predate it (and of offline imports
+# without one): the nil UUID.
+NIL_OUTBOX_ID: Final = "00000000-0000-0000-0000-000000000000"
+# An ack names at most this many seq ranges; a batch of 2,000 readings has at most
+# 2,000, and a collector splits anything longer over several acks.
+MAX_ACK_RANGES: Final = 2000
 
 
 def _expects(text: str, **constraints: Any) -> msgspec.Meta:
@@ -69,7 +78,16 @@ BootId: TypeAlias = Annotated[
         pattern=BOOT_ID_RE,
     ),
 ]
-Sequence: TypeAlias = Annotated[int, msgspec.Meta(ge=0)]
+OutboxId: TypeAlias = Annotated[
+    str,
+    _expects(
+        "outbox id: a lowercase UUID made when the probe's outbox was created "
+        "(e.g. 3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f)",
+        pattern=BOOT_ID_RE,
+    ),
+]
+# seq is a bigint in the database: anything above 2**63-1 is refused at the door.
+Sequence: TypeAlias = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 UtcTime: TypeAlias = Annotated[
     datetime,
     _expects("RFC 3339 date-time with a timezone, e.g. 2026-11-22T08:15:00Z", tz=True),
@@ -229,7 +247,12 @@ READING_TYPES: Final[dict[str, type[ReadingBase]]] = {
 
 
 class ReadingsBatch(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
-    """What a probe publishes on ``coverwatch/v1/<probe_id>/readings``."""
+    """What a probe publishes on ``coverwatch/v1/<probe_id>/readings``.
+
+    ``outbox_id`` names the outbox the readings' seqs come from: a probe whose outbox
+    was lost (a new SD card) starts seq again at 1 under a new outbox id, so the pair
+    (outbox_id, seq) identifies a reading of a probe. Absent means the nil UUID.
+    """
 
     v: Literal[1]
     probe_id: ProbeId
@@ -237,6 +260,7 @@ class ReadingsBatch(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=Tru
         list[Reading], msgspec.Meta(min_length=1, max_length=MAX_READINGS_PER_BATCH)
     ]
     sent_at: UtcTime | None = None
+    outbox_id: OutboxId | None = None
 
 
 class ProbeStatus(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
@@ -255,6 +279,26 @@ class ProbeStatus(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True)
     reason: ShortText | None = None
 
 
+SeqRange: TypeAlias = tuple[Sequence, Sequence]
+
+
+class CommitAck(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """What a collector publishes on ``coverwatch/v1/<probe_id>/ack`` after a commit.
+
+    ``committed`` lists inclusive ``[first, last]`` seq ranges of ``outbox_id`` that
+    are now durable in the database (stored, already stored before, or kept as dead
+    letters): the probe may forget them. Acks are QoS 1 but not retained and not
+    queued for an absent probe; a lost ack only means the probe sends the readings
+    again, which the collector stores once and acknowledges again.
+    """
+
+    v: Literal[1]
+    probe_id: ProbeId
+    outbox_id: OutboxId
+    committed: Annotated[list[SeqRange], msgspec.Meta(min_length=1, max_length=MAX_ACK_RANGES)]
+    at: UtcTime | None = None
+
+
 class _Envelope(msgspec.Struct, kw_only=True, frozen=True):
     """The batch with its readings left undecoded, for the slow (error) path."""
 
@@ -264,6 +308,7 @@ class _Envelope(msgspec.Struct, kw_only=True, frozen=True):
         list[msgspec.Raw], msgspec.Meta(min_length=1, max_length=MAX_READINGS_PER_BATCH)
     ]
     sent_at: UtcTime | None = None
+    outbox_id: OutboxId | None = None
 
 
 class _VersionOnly(msgspec.Struct):
@@ -319,6 +364,11 @@ def status_topic(probe_id: str) -> str:
     return f"{TOPIC_PREFIX}/{probe_id}/{STATUS_CHANNEL}"
 
 
+def ack_topic(probe_id: str) -> str:
+    _check_probe_id(probe_id)
+    return f"{TOPIC_PREFIX}/{probe_id}/{ACK_CHANNEL}"
+
+
 def parse_topic(topic: str) -> TopicAddress:
     """Split ``coverwatch/v1/<probe_id>/<channel>``; raise ProtocolError otherwise."""
     parts = topic.split("/")
@@ -362,25 +412,59 @@ _batch_decoder = msgspec.json.Decoder(ReadingsBatch)
 _status_decoder = msgspec.json.Decoder(ProbeStatus)
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
 _version_decoder = msgspec.json.Decoder(_VersionOnly)
+_ack_decoder = msgspec.json.Decoder(CommitAck)
 _reading_decoder: msgspec.json.Decoder[Reading] = msgspec.json.Decoder(Reading)
 _generic_decoder = msgspec.json.Decoder()
 # msgspec.ValidationError is a DecodeError; invalid UTF-8 inside a string surfaces
-# as UnicodeDecodeError. Nothing else may escape the decoder.
-_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError)
+# as UnicodeDecodeError; JSON nested past the interpreter's stack as RecursionError
+# (caught here so one deep reading costs only itself). Nothing else may escape the
+# decoder (see _never_raises_other_errors).
+_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
-def encode(message: ReadingsBatch | ProbeStatus) -> bytes:
+def encode(message: ReadingsBatch | ProbeStatus | CommitAck) -> bytes:
     """Compact UTF-8 JSON; fields left at their default (None) are omitted."""
     return _batch_encoder.encode(message)
 
 
+def _never_raises_other_errors(decode: Any) -> Any:
+    """Turn anything but a ProtocolError escaping a decoder into a ProtocolError.
+
+    msgspec raises RecursionError for JSON nested deeper than the interpreter's stack
+    (a 2 KB document of 1000 brackets does it), MemoryError for absurd sizes, and a
+    future version may raise something new: one hostile message must be a rejected
+    message, never an exception that stops the collector's loop.
+    """
+
+    @functools.wraps(decode)
+    def guarded(topic: str, payload: bytes) -> Any:
+        try:
+            return decode(topic, payload)
+        except ProtocolError:
+            raise
+        except RecursionError:
+            raise ProtocolError(
+                "JSON is nested too deeply to decode; the protocol's messages are "
+                "at most 3 levels deep"
+            ) from None
+        except MemoryError:
+            raise ProtocolError("payload is too large to decode in memory") from None
+        except Exception as error:  # the decoder's promise: only ProtocolError escapes
+            raise ProtocolError(
+                f"payload could not be decoded ({type(error).__name__}: {error})"
+            ) from None
+
+    return guarded
+
+
+@_never_raises_other_errors
 def decode_readings(topic: str, payload: bytes) -> DecodedBatch:
     """Decode a readings message received on ``topic``.
 
     Raises ProtocolError when the message as a whole is unusable (wrong topic,
     size, JSON, version, envelope, or probe id differing from the topic). Readings
     that fail on their own come back in ``DecodedBatch.rejected``; the batch keeps
-    every valid reading.
+    every valid reading. No other exception escapes, whatever the bytes.
     """
     address = _expect_channel(topic, READINGS_CHANNEL)
     _check_size(payload)
@@ -394,6 +478,7 @@ def decode_readings(topic: str, payload: bytes) -> DecodedBatch:
     return decoded
 
 
+@_never_raises_other_errors
 def decode_status(topic: str, payload: bytes) -> ProbeStatus:
     """Decode a status (birth / last will) message received on ``topic``."""
     address = _expect_channel(topic, STATUS_CHANNEL)
@@ -405,6 +490,34 @@ def decode_status(topic: str, payload: bytes) -> ProbeStatus:
         raise _explain(error, payload, ProbeStatus) from None
     _check_probe_matches(address, status.probe_id)
     return status
+
+
+@_never_raises_other_errors
+def decode_ack(topic: str, payload: bytes) -> CommitAck:
+    """Decode a commit acknowledgement received on ``topic`` (the probe side)."""
+    expected_prefix = f"{TOPIC_PREFIX}/"
+    suffix = f"/{ACK_CHANNEL}"
+    if not (topic.startswith(expected_prefix) and topic.endswith(suffix)):
+        raise ProtocolError(f"expected an {ACK_CHANNEL!r} topic, got {topic!r}", field="topic")
+    probe_id = topic[len(expected_prefix) : -len(suffix)]
+    _check_probe_id(probe_id, field="topic")
+    _check_size(payload)
+    try:
+        ack = _ack_decoder.decode(payload)
+    except _DECODE_ERRORS as error:
+        _check_version(payload)
+        raise _explain(error, payload, CommitAck) from None
+    if ack.probe_id != probe_id:
+        raise ProtocolError(
+            f"probe id {ack.probe_id!r} does not match the topic's probe id {probe_id!r}",
+            field="probe_id",
+        )
+    for index, (first, last) in enumerate(ack.committed):
+        if first > last:
+            raise ProtocolError(
+                f"range starts after it ends ({first} > {last})", field=f"committed[{index}]"
+            )
+    return ack
 
 
 def _expect_channel(topic: str, channel: str) -> TopicAddress:
@@ -463,7 +576,11 @@ def _decode_readings_slowly(payload: bytes) -> DecodedBatch:
             reason = _explain(error, bytes(raw), Reading, prefix=f"readings[{index}]")
             rejected.append(RejectedReading(index, reason, bytes(raw)))
     batch = ReadingsBatch(
-        v=PROTOCOL_VERSION, probe_id=envelope.probe_id, readings=valid, sent_at=envelope.sent_at
+        v=PROTOCOL_VERSION,
+        probe_id=envelope.probe_id,
+        readings=valid,
+        sent_at=envelope.sent_at,
+        outbox_id=envelope.outbox_id,
     )
     return DecodedBatch(batch, tuple(rejected))
 
@@ -477,13 +594,19 @@ _ONE_OF_KINDS = "one of " + ", ".join(json.dumps(kind) for kind in READING_TYPES
 
 
 def _explain(
-    error: msgspec.DecodeError | UnicodeDecodeError,
+    error: msgspec.DecodeError | UnicodeDecodeError | RecursionError,
     payload: bytes,
     schema: Any,
     *,
     prefix: str = "",
 ) -> ProtocolError:
     """Turn a msgspec error into a ProtocolError naming the field, the rule and the value."""
+    if isinstance(error, RecursionError):
+        return ProtocolError(
+            "JSON is nested too deeply to decode; the protocol's messages are at most "
+            "3 levels deep",
+            field=prefix or None,
+        )
     if not isinstance(error, msgspec.ValidationError):
         return ProtocolError(f"payload is not valid UTF-8 JSON ({error})", field=prefix or None)
     text = str(error)
