@@ -2,12 +2,19 @@
 
 SQLite in WAL mode with ``synchronous=FULL``: a round of readings is one transaction,
 fsynced before ``add`` returns, so a power cut a millisecond later loses nothing. A
-reading leaves the outbox only when the broker has acknowledged the message carrying
-it (QoS 1 PUBACK). After a crash everything still here is simply sent again; the
-collector's (probe_id, seq) key makes that harmless.
+reading leaves the outbox only when the **collector** has confirmed that it committed
+it to the database (the commit ack, see docs/protocol.md) — never on the broker's
+PUBACK alone, since a broker that dies before writing its store loses what it acked.
+After a crash everything still here is simply sent again; the collector's ledger of
+committed (outbox_id, seq) makes that harmless.
 
 ``seq`` is SQLite's AUTOINCREMENT row id: it only grows, survives reboots and is never
 reused even after rows are deleted, which is exactly what the protocol asks of it.
+``outbox_id`` is a UUID made when the outbox file is created: a probe whose outbox is
+lost (new SD card, wiped state) starts seq at 1 again under a new outbox id, so the
+collector never mistakes its new readings for ones it already has. An outbox created
+before outbox ids existed keeps the nil UUID, which is what its readings were stored
+under at the collector.
 
 Bounds: at most ``max_readings`` rows and nothing older than ``max_age_s``. When either
 is exceeded the **oldest readings are dropped** (a probe that has been offline for
@@ -23,6 +30,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,7 +39,7 @@ from pathlib import Path
 import msgspec
 
 from agent.clock import ClockAnchor
-from coverwatch.protocol import Reading
+from coverwatch.protocol import NIL_OUTBOX_ID, Reading
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -45,6 +53,10 @@ CREATE TABLE IF NOT EXISTS readings (
 CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS clock_anchors (
     boot_id                   TEXT PRIMARY KEY,
@@ -95,8 +107,34 @@ class Outbox:
         self._synchronous = "FULL" if durable else "OFF"
         self._db.execute(f"PRAGMA synchronous={self._synchronous}")
         self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.executescript(_SCHEMA)
+        self.outbox_id = self._set_up_schema()
         self._anchors = self._load_anchors()
+
+    def _set_up_schema(self) -> str:
+        """Create the tables; return this outbox's id (made once, kept for its life)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                existed = self._db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'readings'"
+                ).fetchone()
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                row = self._db.execute("SELECT value FROM meta WHERE name = 'outbox_id'").fetchone()
+                if row is None:
+                    outbox_id = NIL_OUTBOX_ID if existed else str(uuid.uuid4())
+                    self._db.execute(
+                        "INSERT INTO meta (name, value) VALUES ('outbox_id', ?)", (outbox_id,)
+                    )
+                else:
+                    outbox_id = str(row[0])
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        return outbox_id
 
     def close(self) -> None:
         with self._lock:
@@ -161,9 +199,13 @@ class Outbox:
             )
 
     def remove(self, seqs: Iterable[int]) -> int:
-        """Forget readings the broker has acknowledged; return how many were removed."""
-        seq_list = list(seqs)
-        if not seq_list:
+        """Forget readings the collector has committed; return how many were removed."""
+        return self.remove_ranges((seq, seq) for seq in seqs)
+
+    def remove_ranges(self, ranges: Iterable[tuple[int, int]]) -> int:
+        """Forget the readings in these inclusive seq ranges; return how many went."""
+        range_list = list(ranges)
+        if not range_list:
             return 0
         with self._lock:
             # A lost delete only means a harmless re-send, so deletes skip the fsync
@@ -172,9 +214,11 @@ class Outbox:
                 self._db.execute("PRAGMA synchronous=NORMAL")
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                removed = self._db.executemany(
-                    "DELETE FROM readings WHERE seq = ?", ((seq,) for seq in seq_list)
-                ).rowcount
+                removed = 0
+                for first, last in range_list:
+                    removed += self._db.execute(
+                        "DELETE FROM readings WHERE seq BETWEEN ? AND ?", (first, last)
+                    ).rowcount
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:
@@ -183,6 +227,18 @@ class Outbox:
             finally:
                 self._db.execute(f"PRAGMA synchronous={self._synchronous}")
         return removed
+
+    def count_in_ranges(self, ranges: Sequence[tuple[int, int]]) -> int:
+        """How many stored readings fall in these inclusive seq ranges."""
+        if not ranges:
+            return 0
+        with self._lock:
+            return sum(
+                self._db.execute(
+                    "SELECT count(*) FROM readings WHERE seq BETWEEN ? AND ?", (first, last)
+                ).fetchone()[0]
+                for first, last in ranges
+            )
 
     def record_anchor(self, anchor: ClockAnchor) -> bool:
         """Remember a boot's clock anchor (the first one seen wins); True if new."""

@@ -1,13 +1,32 @@
-"""Publishing the outbox over MQTT (paho-mqtt 2.x), QoS 1, acknowledged deletes.
+"""Publishing the outbox over MQTT (paho-mqtt 2.x), QoS 1, deleted on the collector's word.
 
 Two threads, both named: the *network* thread owns the connection (connect, keepalive,
 reconnect with jittered exponential backoff — full jitter, so a village of probes that
 lost the same tower does not reconnect in lock-step), the *pump* thread moves readings
-from the outbox to the broker and deletes them when the broker's PUBACK arrives.
+from the outbox to the broker.
+
+End-to-end acknowledgement: the broker's PUBACK only says the broker has the message,
+and a broker that dies before its next autosave loses what it acknowledged. So a
+reading leaves the outbox only when the collector says it is committed to the
+database: the collector publishes the committed seq ranges on
+``coverwatch/v1/<probe_id>/ack`` (only this probe may read it), the probe subscribes
+to it on every connect. A reading the broker acknowledged but the collector has not
+confirmed is sent again
+
+* ``confirm_grace_s`` after a reconnect (acks published while we were away are not
+  queued for us) or after a reading sent *later* was confirmed (evidence that the
+  collector is working and this one was lost, e.g. in a broker crash);
+* otherwise ``confirm_timeout_s`` after it was sent, doubling per attempt up to
+  ``confirm_timeout_max_s``, so an absent collector costs little traffic.
+
+Re-sends are harmless: the collector's ledger of committed (outbox_id, seq) stores
+each reading once and confirms it again. At most ``max_unconfirmed_readings`` backlog
+readings wait for confirmation at a time, which bounds memory and the traffic wasted
+while the collector is away.
 
 Live readings go first: each new round is published as soon as it is stored. A backlog
 left by an outage is sent oldest-first in batches of ``batch_readings`` in the gaps,
-with at most ``max_inflight_messages`` unacknowledged messages, so a week of backlog
+with at most ``max_inflight_messages`` messages awaiting PUBACK, so a week of backlog
 never delays the current signal reading by more than a few batches.
 
 Status: a retained "online" birth after every connect, a retained "offline" last will
@@ -16,6 +35,7 @@ the broker publishes if the probe vanishes, and a retained "offline" on clean st
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import random
@@ -39,8 +59,9 @@ from coverwatch.settings import MqttUrl
 
 logger = logging.getLogger("coverwatch.agent")
 
-# Acknowledged readings are deleted from the outbox in batches of this many, or at
-# least this often.
+# Confirmed readings are deleted from the outbox in batches of this many, or at
+# least this often: one WAL page per batch instead of one per confirmation spares the
+# SD card, and a confirmed reading that comes back after a power cut is only re-sent.
 REMOVE_BATCH_READINGS = 500
 REMOVE_EVERY_S = 600.0
 
@@ -58,6 +79,10 @@ class PublisherOptions:
     backoff_max_s: float = 300.0
     batch_readings: int = 500
     max_inflight_messages: int = 4
+    confirm_grace_s: float = 30.0
+    confirm_timeout_s: float = 600.0
+    confirm_timeout_max_s: float = 6 * 3600.0
+    max_unconfirmed_readings: int = 10_000
 
     @property
     def client_id(self) -> str:
@@ -82,6 +107,54 @@ class Backoff:
         self.attempt = 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    seqs: list[int]
+    sent_at: float
+    attempt: int
+
+
+@dataclass(slots=True)
+class _Awaiting:
+    sent_at: float
+    due_at: float
+    attempt: int
+
+
+class _RangeSet:
+    """Sorted, merged, inclusive integer ranges with a fast membership test."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.starts)
+
+    def __contains__(self, value: int) -> bool:
+        index = bisect.bisect_right(self.starts, value) - 1
+        return index >= 0 and value <= self.ends[index]
+
+    def add(self, first: int, last: int) -> None:
+        low = bisect.bisect_left(self.ends, first - 1)
+        high = bisect.bisect_right(self.starts, last + 1)
+        if low < high:
+            first = min(first, self.starts[low])
+            last = max(last, self.ends[high - 1])
+        self.starts[low:high] = [first]
+        self.ends[low:high] = [last]
+
+    def ranges(self) -> list[tuple[int, int]]:
+        return list(zip(self.starts, self.ends, strict=True))
+
+    def size(self) -> int:
+        return sum(last - first + 1 for first, last in zip(self.starts, self.ends, strict=True))
+
+    def clear(self) -> None:
+        self.starts.clear()
+        self.ends.clear()
+
+
 class Publisher:
     """Keeps a connection to the broker and drains the outbox into it."""
 
@@ -92,19 +165,28 @@ class Publisher:
         self.status_topic = protocol.status_topic(options.probe_id)
         self.last_error: str | None = None
         self.connected = threading.Event()
+        self.ack_topic = protocol.ack_topic(options.probe_id)
         self.published_messages = 0
-        self.acknowledged_readings = 0
+        self.acknowledged_readings = 0  # by the broker (PUBACK)
+        self.confirmed_readings = 0  # by the collector (commit ack)
+        self.resent_readings = 0
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._backoff = Backoff(options.backoff_min_s, options.backoff_max_s)
         self._state_lock = threading.Lock()
         self._live: deque[int] = deque()
-        self._inflight: dict[int, list[int]] = {}  # message id -> seqs it carries
+        self._inflight: dict[int, _Sent] = {}  # message id -> what it carries
         self._inflight_seqs: set[int] = set()
-        self._acked: deque[int] = deque()
+        self._acked: deque[int] = deque()  # PUBACKed message ids (network thread)
+        self._confirmations: deque[list[tuple[int, int]]] = deque()  # from the collector
+        self._reconnected = False
+        # PUBACKed, not yet confirmed by the collector: seq -> when it was sent, when it
+        # is due again, and how many times it went.
+        self._awaiting: dict[int, _Awaiting] = {}
+        self._resend: deque[int] = deque()
         self._backlog_cursor = 0
-        # Acknowledged, awaiting deletion: never sent again, not counted as unsent.
-        self._to_remove: set[int] = set()
+        # Confirmed, awaiting deletion (sorted, merged, inclusive): never sent again.
+        self._confirmed = _RangeSet()
         self._last_removal = time.monotonic()
         self._client = self._make_client()
         self._threads: list[threading.Thread] = []
@@ -119,8 +201,9 @@ class Publisher:
             CallbackAPIVersion.VERSION2,
             client_id=options.client_id,
             protocol=mqtt.MQTTv311,
-            clean_session=True,  # the probe subscribes to nothing; unacked messages live in
-            # the outbox, and paho re-sends its in-flight ones after a reconnect
+            # Nothing need survive in the broker for the probe: unconfirmed readings live
+            # in the outbox, and acks missed while away are made up by re-sending.
+            clean_session=True,
         )
         client.enable_logger(logging.getLogger("coverwatch.agent.mqtt"))
         if options.url.username:
@@ -148,6 +231,7 @@ class Publisher:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         client.connect_async(options.url.host, options.url.port, keepalive=options.keepalive_s)
         return client
 
@@ -207,16 +291,25 @@ class Publisher:
         self._wake.set()
 
     def unsent_readings(self) -> int:
-        """Readings in the outbox the broker has not acknowledged yet."""
-        return self.outbox.stats().pending - len(self._to_remove)
+        """Readings in the outbox the collector has not confirmed yet."""
+        with self._state_lock:
+            confirmed = self._confirmed.ranges()
+        return self.outbox.stats().pending - self.outbox.count_in_ranges(confirmed)
 
     def wait_idle(self, timeout_s: float) -> bool:
-        """Wait until nothing is in flight and nothing waits to be sent (tests, stop)."""
+        """Wait until every reading is confirmed by the collector, or the connection is
+        down with nothing in flight (tests, stop)."""
         deadline = threading.Event()
         waited = 0.0
         while waited < timeout_s:
             with self._state_lock:
-                busy = bool(self._inflight or self._live or self._acked)
+                busy = bool(
+                    self._inflight
+                    or self._live
+                    or self._acked
+                    or self._confirmations
+                    or self._awaiting
+                )
             if not busy and (not self.connected.is_set() or self.unsent_readings() == 0):
                 return True
             deadline.wait(0.05)
@@ -297,7 +390,9 @@ class Publisher:
             return
         self._backoff.reset()
         self.last_error = None
+        client.subscribe(self.ack_topic, qos=1)
         client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
+        self._reconnected = True
         self.connected.set()
         logger.info("connected to %s", self.options.url.redacted())
         self._wake.set()
@@ -313,6 +408,20 @@ class Publisher:
         # Called by paho with its outgoing-message lock held: touch nothing that takes
         # our lock (the pump holds it around publish(), which takes paho's).
         self._acked.append(mid)
+        self._wake.set()
+
+    def _on_message(self, _: mqtt.Client, __: Any, message: mqtt.MQTTMessage) -> None:
+        if message.topic != self.ack_topic:
+            return
+        try:
+            ack = protocol.decode_ack(message.topic, bytes(message.payload))
+        except protocol.ProtocolError as error:
+            logger.warning("ignoring a malformed commit ack: %s", error)
+            return
+        if ack.outbox_id != self.outbox.outbox_id:
+            logger.debug("ack for outbox %s, ours is %s: ignored", ack.outbox_id, self.outbox)
+            return
+        self._confirmations.append(list(ack.committed))
         self._wake.set()
 
     # ------------------------------------------------------------------ pump thread
@@ -333,33 +442,83 @@ class Publisher:
         if self.connected.is_set():
             self._send_what_fits()
 
+    def _confirm_delay(self, attempt: int) -> float:
+        options = self.options
+        return min(options.confirm_timeout_max_s, options.confirm_timeout_s * 2.0 ** min(attempt, 30))
+
     def _settle_acks(self, *, force_removal: bool = False) -> None:
+        now = time.monotonic()
         mids: list[int] = []
         while self._acked:
             mids.append(self._acked.popleft())
+        confirmations: list[tuple[int, int]] = []
+        while self._confirmations:
+            confirmations.extend(self._confirmations.popleft())
         with self._state_lock:
-            acked = [self._inflight.pop(mid, []) for mid in mids]
-        seqs = [seq for batch in acked for seq in batch]
-        if seqs:
-            with self._state_lock:
-                self._inflight_seqs.difference_update(seqs)
-            with self._state_lock:
-                self._to_remove.update(seqs)
-            self.acknowledged_readings += len(seqs)
-        # Deleting in batches spares the SD card a WAL page per acknowledgement; the
-        # backlog cursor is already past these rows, so they are not sent again.
-        if self._to_remove and (
+            for mid in mids:
+                sent = self._inflight.pop(mid, None)
+                if sent is None:
+                    continue
+                self._inflight_seqs.difference_update(sent.seqs)
+                self.acknowledged_readings += len(sent.seqs)
+                due_at = sent.sent_at + self._confirm_delay(sent.attempt)
+                for seq in sent.seqs:
+                    if seq not in self._confirmed:
+                        self._awaiting[seq] = _Awaiting(sent.sent_at, due_at, sent.attempt)
+            if confirmations:
+                self._apply_confirmations(confirmations, now)
+            if self._reconnected:
+                # Acks published while we were away were not kept for us.
+                self._reconnected = False
+                self._pull_due_dates_in(now + self.options.confirm_grace_s)
+            due = sorted(seq for seq, state in self._awaiting.items() if state.due_at <= now)
+            for seq in due:
+                if seq not in self._resend:
+                    self._resend.append(seq)
+        # Deleting in batches spares the SD card a WAL page per confirmation; the
+        # confirmed set keeps these rows from being sent again meanwhile.
+        if self._confirmed and (
             force_removal
-            or len(self._to_remove) >= REMOVE_BATCH_READINGS
+            or self._confirmed.size() >= REMOVE_BATCH_READINGS
             or time.monotonic() - self._last_removal >= REMOVE_EVERY_S
         ):
             with self._state_lock:
-                removing, self._to_remove = sorted(self._to_remove), set()
-            self.outbox.remove(removing)
+                removing = self._confirmed.ranges()
+            self.outbox.remove_ranges(removing)
+            with self._state_lock:
+                self._confirmed = _RangeSet()
             self._last_removal = time.monotonic()
+
+    def _apply_confirmations(self, confirmations: list[tuple[int, int]], now: float) -> None:
+        """Mark committed seqs (state lock held); pull in what was evidently lost."""
+        for first, last in confirmations:
+            self._confirmed.add(first, last)
+        newest_confirmed_send = None
+        for seq in [seq for seq in self._awaiting if seq in self._confirmed]:
+            state = self._awaiting.pop(seq)
+            self.confirmed_readings += 1
+            if newest_confirmed_send is None or state.sent_at > newest_confirmed_send:
+                newest_confirmed_send = state.sent_at
+        for seq in self._inflight_seqs:
+            if seq in self._confirmed:
+                self.confirmed_readings += 1  # PUBACK still on its way; it is skipped then
+        if newest_confirmed_send is not None:
+            # Something sent later is committed while these are not: they were lost
+            # (a broker crash), or a parallel collector is a little behind.
+            grace_until = now + self.options.confirm_grace_s
+            for state in self._awaiting.values():
+                if state.sent_at < newest_confirmed_send and state.due_at > grace_until:
+                    state.due_at = grace_until
+        if self._resend:
+            self._resend = deque(seq for seq in self._resend if seq not in self._confirmed)
+
+    def _pull_due_dates_in(self, due_at: float) -> None:
+        for state in self._awaiting.values():
+            state.due_at = min(state.due_at, due_at)
 
     def _send_what_fits(self) -> None:
         while self.connected.is_set():
+            attempt = 0
             with self._state_lock:
                 if len(self._inflight) >= self.options.max_inflight_messages:
                     return
@@ -371,14 +530,43 @@ class Publisher:
                     for seq in popped
                     if seq > self._backlog_cursor
                     and seq not in self._inflight_seqs
-                    and seq not in self._to_remove
+                    and seq not in self._awaiting
+                    and seq not in self._confirmed
                 ]
+                resend: list[int] = []
+                if not popped:
+                    while self._resend and len(resend) < self.options.batch_readings:
+                        seq = self._resend.popleft()
+                        state = self._awaiting.get(seq)
+                        if state is not None and seq not in self._inflight_seqs:
+                            resend.append(seq)
+                            attempt = max(attempt, state.attempt + 1)
+                unconfirmed = len(self._awaiting) + len(self._inflight_seqs)
             if popped and not live:
                 continue
-            readings = self.outbox.get(live) if live else self._next_backlog_batch()
+            if live:
+                readings = self.outbox.get(live)
+            elif resend:
+                readings = self.outbox.get(resend)
+                self._forget_vanished(resend, readings)
+                self.resent_readings += len(readings)
+            elif unconfirmed < self.options.max_unconfirmed_readings:
+                readings = self._next_backlog_batch()
+            else:
+                return  # the collector has a lot to confirm first
             if not readings:
+                if resend:
+                    continue
                 return
-            self._publish(readings)
+            self._publish(readings, attempt=attempt)
+
+    def _forget_vanished(self, seqs: list[int], found: list[protocol.Reading]) -> None:
+        """Readings no longer in the outbox (confirmed and deleted) wait for nothing."""
+        present = {reading.seq for reading in found}
+        with self._state_lock:
+            for seq in seqs:
+                if seq not in present:
+                    self._awaiting.pop(seq, None)
 
     def _next_backlog_batch(self) -> list[protocol.Reading]:
         # The cursor only passes readings that are in this batch or already in flight
@@ -396,20 +584,29 @@ class Publisher:
                     self._backlog_cursor = reading.seq
                     if (
                         reading.seq not in self._inflight_seqs
-                        and reading.seq not in self._to_remove
+                        and reading.seq not in self._awaiting
+                        and reading.seq not in self._confirmed
                     ):
                         batch.append(reading)
         return batch
 
-    def _publish(self, readings: list[protocol.Reading]) -> None:
+    def _publish(self, readings: list[protocol.Reading], *, attempt: int = 0) -> None:
         payload = protocol.encode(
             protocol.ReadingsBatch(
-                v=1, probe_id=self.options.probe_id, readings=readings, sent_at=datetime.now(UTC)
+                v=1,
+                probe_id=self.options.probe_id,
+                readings=readings,
+                sent_at=datetime.now(UTC),
+                outbox_id=self.outbox.outbox_id,
             )
         )
         seqs = [reading.seq for reading in readings]
+        with self._state_lock:
+            # A re-sent reading is in flight again, no longer awaiting its old send.
+            for seq in seqs:
+                self._awaiting.pop(seq, None)
         info = self._client.publish(self.topic, payload, qos=1)
         with self._state_lock:
-            self._inflight[info.mid] = seqs
+            self._inflight[info.mid] = _Sent(seqs, time.monotonic(), attempt)
             self._inflight_seqs.update(seqs)
         self.published_messages += 1

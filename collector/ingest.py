@@ -9,7 +9,16 @@ At-least-once from the broker, exactly-once in the database:
   deliver it again, and the unique key (probe_id, seq, taken_at) drops the copy;
 * acknowledgements belong to one connection: after a reconnect the broker resends
   what was not acknowledged, so messages of an earlier connection are written
-  (idempotently) but not acknowledged.
+  (idempotently) but not acknowledged;
+* after every commit the collector confirms to each probe, on
+  ``coverwatch/v1/<probe_id>/ack``, the seq ranges now durable in the database; only
+  then does the probe delete them from its outbox. The broker is a transport, not the
+  store of record: if it dies and loses queued messages, the probes send them again.
+
+No message can stop ingest: the decoder turns any bytes into readings or a dead letter,
+and an unexpected error while storing a batch splits it into single messages; a message
+that still fails unexpectedly ``max_message_attempts`` times is dead-lettered with the
+error and acknowledged, so it never blocks the messages behind it.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from collector.metrics import IngestMetrics
-from collector.storage import InboundMessage, Store, TemporaryStoreError
+from collector.storage import DeadLetter, InboundMessage, Store, TemporaryStoreError, WriteResult
 from coverwatch import protocol
 from coverwatch.errors import ConfigError
 from coverwatch.settings import MqttUrl
@@ -46,6 +55,7 @@ class IngestOptions:
     retry_initial_s: float = 0.5
     retry_max_s: float = 30.0
     ca_file: str | None = None
+    max_message_attempts: int = 3
 
 
 @dataclass(frozen=True)
@@ -216,6 +226,7 @@ class Collector:
         self, batch: list[_Pending], *, give_up_when_stopping: bool = False
     ) -> None:
         delay = self.options.retry_initial_s
+        failures = 0
         while True:
             started = time.perf_counter()
             try:
@@ -239,15 +250,37 @@ class Collector:
                     give_up_when_stopping = True
                 delay = min(delay * 2, self.options.retry_max_s)
                 continue
-            except Exception:
-                # Not a database error we know: never ack what we could not store.
-                logger.exception("unexpected error writing a batch; retrying")
-                if self._stopping.wait(delay):
+            except Exception as error:
+                # Not a database error we know. One message must not hold up the others:
+                # a batch is split, and a single message that keeps failing is
+                # quarantined. Nothing is acknowledged that was not stored or kept.
+                if len(batch) > 1:
+                    logger.exception(
+                        "unexpected error writing a batch of %d messages; storing them one by one",
+                        len(batch),
+                    )
+                    for item in batch:
+                        self._store_with_retry([item], give_up_when_stopping=give_up_when_stopping)
                     return
-                delay = min(delay * 2, self.options.retry_max_s)
-                continue
+                failures += 1
+                if failures < self.options.max_message_attempts:
+                    logger.exception(
+                        "unexpected error writing a message from %s (attempt %d of %d)",
+                        batch[0].message.topic,
+                        failures,
+                        self.options.max_message_attempts,
+                    )
+                    if self._stopping.wait(delay):
+                        return
+                    delay = min(delay * 2, self.options.retry_max_s)
+                    continue
+                quarantined = self._quarantine(batch[0], error)
+                if quarantined is None:
+                    return  # the database went away meanwhile: the broker keeps it
+                result = quarantined
             break
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self._confirm_to_probes(result)
         self._acknowledge(batch)
         self.metrics.pending.dec(len(batch))
         self.metrics.messages.labels("stored").inc(len(batch))
@@ -268,6 +301,43 @@ class Collector:
                 "dead_letters": result.dead_letters,
             },
         )
+
+    def _quarantine(self, item: _Pending, error: Exception) -> WriteResult | None:
+        message = item.message
+        letter = DeadLetter(
+            message.origin,
+            None,
+            f"the collector failed on this message {self.options.max_message_attempts} times "
+            f"({type(error).__name__}: {error}); kept here instead of blocking ingest. "
+            "Report it with the payload",
+            None,
+            message.payload,
+            message.received_at,
+        )
+        try:
+            return self.store.quarantine([letter])
+        except Exception:
+            logger.exception("could not quarantine a failing message; it stays with the broker")
+            return None
+
+    def _confirm_to_probes(self, result: WriteResult) -> None:
+        """Tell each probe which of its readings are now durable in the database."""
+        at = datetime.now(UTC)
+        for (probe_id, outbox_id), seqs in result.committed.items():
+            ranges = protocol.seq_ranges(seqs)
+            topic = protocol.ack_topic(probe_id)
+            for start in range(0, len(ranges), protocol.MAX_ACK_RANGES):
+                payload = protocol.encode(
+                    protocol.CommitAck(
+                        v=1,
+                        probe_id=probe_id,
+                        outbox_id=outbox_id,
+                        committed=ranges[start : start + protocol.MAX_ACK_RANGES],
+                        at=at,
+                    )
+                )
+                self._client.publish(topic, payload, qos=1)
+                self.metrics.commit_acks.inc()
 
     def _acknowledge(self, batch: list[_Pending]) -> None:
         generation = self._generation

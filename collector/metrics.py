@@ -32,6 +32,11 @@ class IngestMetrics:
         self.redeliveries = Counter(
             "coverwatch_redeliveries", "Messages the broker delivered again (DUP flag)", registry=r
         )
+        self.commit_acks = Counter(
+            "coverwatch_commit_acks",
+            "Commit acknowledgements published to probes (coverwatch/v1/<probe>/ack)",
+            registry=r,
+        )
         self.database_retries = Counter(
             "coverwatch_database_retries", "Batches retried after a temporary error", registry=r
         )

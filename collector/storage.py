@@ -2,10 +2,17 @@
 
 One call of :meth:`Store.write` handles one batch of MQTT messages in one transaction:
 
+* a reading is identified by (probe_id, outbox_id, seq), whatever its taken_at (a
+  probe that corrected its clock sends a reading again with another time). The
+  ``reading_ledger`` holds each probe outbox's committed seq ranges: the batch locks
+  its probes' ledger rows, drops readings already committed (and repeats within the
+  batch), stores the rest and extends the ledger, all in one transaction. The seqs
+  handled (stored now, stored before, or dead-lettered) are returned so the collector
+  can confirm them to the probe;
 * readings of each kind are COPY'd straight into ``readings_<kind>`` inside a
-  savepoint; if that hits the unique key (a redelivered or re-sent reading), they go
-  through a staging table and ``INSERT … ON CONFLICT DO NOTHING`` instead, so a
-  duplicate is counted, never stored twice;
+  savepoint; should that still hit the unique key (rows stored before the ledger
+  existed), they go through a staging table and ``INSERT … ON CONFLICT DO NOTHING``
+  instead, so a duplicate is counted, never stored twice;
 * messages and readings that fail validation go to ``dead_letters`` with the reason;
 * status messages and the readings' arrival update ``probe_status`` and ``probe_events``.
 
@@ -23,7 +30,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from operator import attrgetter, itemgetter
 from typing import Any
 
@@ -61,6 +68,15 @@ _FLOAT4_SAFE_MIN = 1.2e-38  # smallest normal real is 1.17549435e-38
 _FLOAT4_SAFE_MAX = 3.4e38  # largest real is 3.40282347e+38
 
 
+# A status or reading time further ahead of its arrival than this comes from a clock
+# that is wrong: it must not freeze a probe's status (a status "at" year 9999 would win
+# every later comparison), so it is recorded at the arrival time.
+MAX_CLOCK_AHEAD = timedelta(minutes=10)
+
+# (probe_id, outbox_id, seq): what identifies a reading.
+ReadingKey = tuple[str, str, int]
+
+
 class TemporaryStoreError(Exception):
     """The database is unreachable or busy; retry the same batch later."""
 
@@ -91,6 +107,9 @@ class WriteResult:
     duplicates: int = 0
     rejected: list[DeadLetter] = field(default_factory=list)
     status_messages: int = 0
+    # (probe_id, outbox_id) -> seqs now durable (stored, stored before, dead-lettered):
+    # what the collector confirms to each probe after the commit.
+    committed: dict[tuple[str, str], set[int]] = field(default_factory=lambda: defaultdict(set))
 
     @property
     def stored_total(self) -> int:
@@ -106,6 +125,8 @@ class WriteResult:
         self.duplicates += other.duplicates
         self.rejected.extend(other.rejected)
         self.status_messages += other.status_messages
+        for outbox, seqs in other.committed.items():
+            self.committed[outbox].update(seqs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,16 +138,27 @@ class DeadLetter:
     payload: bytes
     received_at: datetime
     reading_index: int | None = None
+    # The reading's identity when it is known: a dead-lettered reading is handled for
+    # good (confirmed to the probe, never expected again).
+    key: ReadingKey | None = None
 
 
 @dataclass
 class _Decoded:
-    """A batch of messages after decoding, grouped for writing."""
+    """A batch of messages after decoding, grouped for writing.
+
+    ``keys`` and ``indexes`` run parallel to ``readings``: each row's identity and its
+    position in the message it came in.
+    """
 
     readings: dict[str, list[tuple[Any, ...]]] = field(default_factory=lambda: defaultdict(list))
+    keys: dict[str, list[ReadingKey]] = field(default_factory=lambda: defaultdict(list))
+    indexes: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     arrivals: dict[str, _Arrival] = field(default_factory=dict)
     statuses: list[tuple[protocol.ProbeStatus, datetime]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    seen: set[ReadingKey] = field(default_factory=set)
+    repeats: int = 0  # readings that came twice within the batch
 
 
 @dataclass
@@ -168,7 +200,9 @@ def _decode_one(message: InboundMessage, into: _Decoded) -> None:
             if not message.payload:
                 return  # an empty retained message only clears the status; nothing to store
             status = protocol.decode_status(message.topic, message.payload)
-            into.statuses.append((status, message.received_at))
+            into.statuses.append(
+                (_status_within_clock_bounds(status, message, into), message.received_at)
+            )
             return
         batch = protocol.decode_readings(message.topic, message.payload)
     except protocol.ProtocolError as error:
@@ -184,7 +218,9 @@ def _decode_one(message: InboundMessage, into: _Decoded) -> None:
         )
         return
     probe_id = batch.batch.probe_id
+    outbox_id = batch.batch.outbox_id or protocol.NIL_OUTBOX_ID
     for rejected in batch.rejected:
+        seq = _seq_of(rejected.raw)
         into.dead_letters.append(
             DeadLetter(
                 message.origin,
@@ -194,25 +230,80 @@ def _decode_one(message: InboundMessage, into: _Decoded) -> None:
                 rejected.raw,
                 message.received_at,
                 rejected.index,
+                None if seq is None else (probe_id, outbox_id, seq),
             )
         )
     readings = batch.batch.readings
     if not readings:
         return
-    rows = into.readings
+    rejected_indexes = {rejected.index for rejected in batch.rejected}
+    positions = (
+        range(len(readings))
+        if not rejected_indexes
+        else [i for i in range(len(readings) + len(rejected_indexes)) if i not in rejected_indexes]
+    )
+    rows, keys, indexes, seen = into.readings, into.keys, into.indexes, into.seen
     prefix = (probe_id,)
-    for reading in readings:
-        rows[_KIND_OF_TYPE[type(reading)]].append(prefix + _astuple(reading))
-    # The probe's newest reading (the last of equals) says which boot it is in.
+    for reading, position in zip(readings, positions, strict=True):
+        key = (probe_id, outbox_id, reading.seq)
+        if key in seen:
+            into.repeats += 1
+            continue
+        seen.add(key)
+        kind = _KIND_OF_TYPE[type(reading)]
+        rows[kind].append(prefix + _astuple(reading))
+        keys[kind].append(key)
+        indexes[kind].append(position)
+    # The probe's newest reading (the last of equals) says which boot it is in; a time
+    # from a clock running far ahead counts as the arrival time.
     newest = max(reversed(readings), key=_taken_at)
+    newest_taken_at = min(newest.taken_at, message.received_at + MAX_CLOCK_AHEAD)
     arrival = into.arrivals.get(probe_id)
     if arrival is None:
-        into.arrivals[probe_id] = _Arrival(message.received_at, newest.taken_at, newest.boot_id)
+        into.arrivals[probe_id] = _Arrival(message.received_at, newest_taken_at, newest.boot_id)
         return
     arrival.last_seen = max(arrival.last_seen, message.received_at)
-    if newest.taken_at >= arrival.last_taken_at:
-        arrival.last_taken_at = newest.taken_at
+    if newest_taken_at >= arrival.last_taken_at:
+        arrival.last_taken_at = newest_taken_at
         arrival.boot_id = newest.boot_id
+
+
+def _status_within_clock_bounds(
+    status: protocol.ProbeStatus, message: InboundMessage, into: _Decoded
+) -> protocol.ProbeStatus:
+    """A status dated far in the future is recorded at its arrival, with a dead letter."""
+    limit = message.received_at + MAX_CLOCK_AHEAD
+    if status.at is None or status.at <= limit:
+        return status
+    into.dead_letters.append(
+        DeadLetter(
+            message.origin,
+            status.probe_id,
+            f"status time {status.at.isoformat()} is more than "
+            f"{int(MAX_CLOCK_AHEAD.total_seconds() // 60)} minutes after its arrival "
+            f"({message.received_at.isoformat()}); recorded at the arrival time instead. "
+            "Check the probe's clock (coverwatch-probe doctor)",
+            "at",
+            message.payload,
+            message.received_at,
+        )
+    )
+    return msgspec.structs.replace(status, at=message.received_at)
+
+
+_generic_json = msgspec.json.Decoder()
+
+
+def _seq_of(raw: bytes) -> int | None:
+    """The seq of a rejected reading, if it has a usable one (hostile bytes allowed)."""
+    try:
+        value = _generic_json.decode(raw)
+    except Exception:  # any malformed or absurd JSON: no seq to confirm
+        return None
+    seq = value.get("seq") if isinstance(value, dict) else None
+    if isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq < 2**63:
+        return seq
+    return None
 
 
 class Store:
@@ -281,15 +372,26 @@ class Store:
 
     def _write_decoded(self, decoded: _Decoded) -> WriteResult:
         connection = self.connection()
-        result = WriteResult()
+        result = WriteResult(duplicates=decoded.repeats)
         with connection.transaction():
-            if decoded.readings:
-                self._look_up_copy_types(connection, decoded.readings)
-                for kind, inserted in _copy_readings(
-                    connection, decoded.readings, self._copy_types
-                ).items():
-                    result.stored[kind] += inserted
-                    result.duplicates += len(decoded.readings[kind]) - inserted
+            handled = [key for keys in decoded.keys.values() for key in keys]
+            handled += [letter.key for letter in decoded.dead_letters if letter.key is not None]
+            if handled:
+                already = _lock_ledger(connection, handled)
+                readings = _without_committed(decoded, already) if already else decoded.readings
+                result.duplicates += sum(map(len, decoded.readings.values())) - sum(
+                    map(len, readings.values())
+                )
+                if readings:
+                    self._look_up_copy_types(connection, readings)
+                    for kind, inserted in _copy_readings(
+                        connection, readings, self._copy_types
+                    ).items():
+                        result.stored[kind] += inserted
+                        result.duplicates += len(readings[kind]) - inserted
+                _extend_ledger(connection, handled)
+                for probe_id, outbox_id, seq in handled:
+                    result.committed[(probe_id, outbox_id)].add(seq)
             _insert_dead_letters(connection, decoded.dead_letters)
             result.rejected.extend(decoded.dead_letters)
             _record_arrivals(connection, decoded.arrivals)
@@ -313,19 +415,23 @@ class Store:
         dead letters as its row in JSON. The message's status and dead letters follow
         in a last part, quarantined with the raw message should they fail too.
         """
-        parts: list[tuple[_Decoded, bytes]] = []
+        parts: list[tuple[_Decoded, bytes, int | None, ReadingKey | None]] = []
         for kind, rows in decoded.readings.items():
-            for row in rows:
+            for row, key, index in zip(
+                rows, decoded.keys[kind], decoded.indexes[kind], strict=True
+            ):
                 single = _Decoded()
                 single.readings[kind].append(row)
+                single.keys[kind].append(key)
+                single.indexes[kind].append(index)
                 named_row = dict(zip(("probe_id", *COLUMNS[kind]), row, strict=True))
-                parts.append((single, msgspec.json.encode(named_row)))
+                parts.append((single, msgspec.json.encode(named_row), index, key))
         rest = _Decoded(
             arrivals=decoded.arrivals, statuses=decoded.statuses, dead_letters=decoded.dead_letters
         )
-        parts.append((rest, message.payload))
-        total = WriteResult()
-        for part, raw in parts:
+        parts.append((rest, message.payload, None, None))
+        total = WriteResult(duplicates=decoded.repeats)
+        for part, raw, part_index, part_key in parts:
             outcome = self._try_write(part)
             if isinstance(outcome, WriteResult):
                 total.add(outcome)
@@ -337,6 +443,8 @@ class Store:
                 None,
                 raw,
                 message.received_at,
+                part_index,
+                part_key,
             )
             total.add(self._write_decoded(_Decoded(dead_letters=[letter])))
         return total
@@ -486,6 +594,70 @@ def _copy_via_staging(
         inserted = cursor.rowcount
         cursor.execute(sql.SQL("TRUNCATE {}").format(staging))
     return inserted
+
+
+def _lock_ledger(connection: psycopg.Connection[Any], keys: list[ReadingKey]) -> set[ReadingKey]:
+    """Lock the ledger rows of these probe outboxes; return the keys already committed.
+
+    The upsert takes a row lock on every (probe_id, outbox_id) of the batch, in a fixed
+    order, so two collectors of a shared group handling one probe take turns instead
+    of both storing a reading (a deadlock would be a temporary error, retried).
+    """
+    outboxes = sorted({(probe_id, outbox_id) for probe_id, outbox_id, _ in keys})
+    connection.execute(
+        "INSERT INTO reading_ledger (probe_id, outbox_id) "
+        "SELECT * FROM unnest(%s::text[], %s::uuid[]) ORDER BY 1, 2 "
+        "ON CONFLICT (probe_id, outbox_id) DO UPDATE SET updated_at = now()",
+        ([probe for probe, _ in outboxes], [outbox for _, outbox in outboxes]),
+    )
+    rows = connection.execute(
+        "SELECT u.probe_id, u.outbox_id::text, u.seq "
+        "FROM unnest(%s::text[], %s::uuid[], %s::bigint[]) AS u(probe_id, outbox_id, seq) "
+        "JOIN reading_ledger l USING (probe_id, outbox_id) WHERE l.committed @> u.seq",
+        (
+            [key[0] for key in keys],
+            [key[1] for key in keys],
+            [key[2] for key in keys],
+        ),
+    ).fetchall()
+    return {(probe_id, outbox_id, seq) for probe_id, outbox_id, seq in rows}
+
+
+def _without_committed(
+    decoded: _Decoded, committed: set[ReadingKey]
+) -> dict[str, list[tuple[Any, ...]]]:
+    readings: dict[str, list[tuple[Any, ...]]] = {}
+    for kind, rows in decoded.readings.items():
+        kept = [
+            row for row, key in zip(rows, decoded.keys[kind], strict=True) if key not in committed
+        ]
+        if kept:
+            readings[kind] = kept
+    return readings
+
+
+def _extend_ledger(connection: psycopg.Connection[Any], keys: list[ReadingKey]) -> None:
+    by_outbox: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for probe_id, outbox_id, seq in keys:
+        by_outbox[(probe_id, outbox_id)].append(seq)
+    probes: list[str] = []
+    outboxes: list[str] = []
+    firsts: list[int] = []
+    lasts: list[int] = []
+    for (probe_id, outbox_id), seqs in by_outbox.items():
+        for first, last in protocol.seq_ranges(seqs):
+            probes.append(probe_id)
+            outboxes.append(outbox_id)
+            firsts.append(first)
+            lasts.append(last)
+    connection.execute(
+        "UPDATE reading_ledger l SET committed = l.committed + n.ranges, updated_at = now() "
+        "FROM (SELECT probe_id, outbox_id, range_agg(int8range(first, last, '[]')) AS ranges "
+        "      FROM unnest(%s::text[], %s::uuid[], %s::bigint[], %s::bigint[]) "
+        "           AS u(probe_id, outbox_id, first, last) GROUP BY 1, 2) AS n "
+        "WHERE l.probe_id = n.probe_id AND l.outbox_id = n.outbox_id",
+        (probes, outboxes, firsts, lasts),
+    )
 
 
 def _insert_dead_letters(connection: psycopg.Connection[Any], letters: list[DeadLetter]) -> None:

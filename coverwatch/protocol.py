@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal, TypeAlias
@@ -403,6 +404,17 @@ def _check_probe_id(probe_id: str, *, field: str = "probe_id") -> None:
             f"(e.g. cb-001), got {probe_id!r}",
             field=field,
         )
+
+
+def seq_ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """Inclusive ``(first, last)`` ranges covering these seqs, sorted and merged."""
+    ranges: list[tuple[int, int]] = []
+    for seq in sorted(set(seqs)):
+        if ranges and seq == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], seq)
+        else:
+            ranges.append((seq, seq))
+    return ranges
 
 
 # --------------------------------------------------------------------------- codec

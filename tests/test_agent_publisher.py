@@ -1,4 +1,5 @@
-"""The publisher against real brokers: acknowledged deletes, outages, backlog, refusals."""
+"""The publisher against real brokers and a real collector: readings leave the outbox
+only once the collector has committed them; outages, lost acks, backlog, refusals."""
 
 from __future__ import annotations
 
@@ -6,15 +7,19 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from agent.outbox import Outbox
-from agent.publisher import Backoff, Publisher, PublisherOptions
+from agent.publisher import Backoff, Publisher, PublisherOptions, _RangeSet
+from collector import schema
+from collector.ingest import IngestOptions
 from coverwatch import protocol
 from coverwatch.localservices import AmqttBroker, MosquittoBroker
 from coverwatch.settings import MqttUrl
 from tests.agent_harness import power_reading
-from tests.helpers import BOOT_ID, Received, subscribed
+from tests.collector_harness import running_collector
+from tests.helpers import BOOT_ID, Received, publish, subscribed
 
 
 def seqs_in(messages: list[Received]) -> list[int]:
@@ -54,21 +59,75 @@ def wait_until(condition: object, timeout_s: float = 20) -> None:
         time.sleep(0.05)
 
 
-def test_readings_are_deleted_only_once_the_broker_acknowledged_them(
-    broker_url: MqttUrl, probe_id: str, outbox: Outbox
+@pytest.fixture
+def schema_url(database_url: str) -> str:
+    schema.upgrade(database_url)
+    return database_url
+
+
+def stored_power(database_url: str, probe_id: str) -> list[int]:
+    """Every stored power reading's seq, duplicates included."""
+    with psycopg.connect(database_url) as connection:
+        return [
+            int(row[0])
+            for row in connection.execute(
+                "SELECT seq FROM readings_power WHERE probe_id = %s ORDER BY seq", (probe_id,)
+            )
+        ]
+
+
+def collector_options() -> IngestOptions:
+    import uuid
+
+    return IngestOptions(client_id=f"c-{uuid.uuid4().hex[:8]}", batch_age_s=0.1)
+
+
+def test_readings_leave_the_outbox_only_once_the_collector_committed_them(
+    broker_url: MqttUrl, probe_id: str, outbox: Outbox, schema_url: str
 ) -> None:
     topic = protocol.readings_topic(probe_id)
+    publisher = Publisher(options(probe_id, broker_url, confirm_grace_s=1.0), outbox)
     with subscribed(broker_url, topic) as inbox:
-        publisher = Publisher(options(probe_id, broker_url), outbox)
         seqs = outbox.add([power_reading(uptime_s=float(i)) for i in range(8)])
         publisher.start()
         publisher.notify_live(seqs)
         messages = inbox.wait_for(1, topic=topic)
-        assert publisher.wait_idle(timeout_s=10)
-        publisher.stop()
+        wait_until(lambda: publisher.acknowledged_readings == 8)
+    # The broker has them (PUBACK), nobody has committed them: they stay.
+    time.sleep(0.5)
+    assert outbox.stats().pending == 8
+    assert publisher.unsent_readings() == 8
+    assert not publisher.wait_idle(timeout_s=0.2)
+    with running_collector(schema_url, broker_url, options=collector_options()):
+        # Not confirmed, so sent again after a reconnect or the confirm timeout; here
+        # the collector was not subscribed when they were first sent (no persistent
+        # session yet), so only a re-send brings them in.
+        publisher.drop_connection()
+        assert publisher.wait_idle(timeout_s=30)
+    publisher.stop()
     assert seqs_in(messages) == seqs == list(range(1, 9))
     assert outbox.stats().pending == 0
-    assert publisher.acknowledged_readings == 8
+    assert publisher.confirmed_readings == 8
+    assert stored_power(schema_url, probe_id) == seqs
+
+
+def test_a_confirmation_for_another_outbox_or_probe_deletes_nothing(
+    broker_url: MqttUrl, probe_id: str, outbox: Outbox
+) -> None:
+    publisher = Publisher(options(probe_id, broker_url), outbox)
+    seqs = outbox.add([power_reading()] * 5)
+    publisher.start()
+    publisher.notify_live(seqs)
+    wait_until(lambda: publisher.acknowledged_readings == 5)
+    other_outbox = protocol.CommitAck(
+        v=1, probe_id=probe_id, outbox_id=protocol.NIL_OUTBOX_ID, committed=[(1, 5)]
+    )
+    publish(broker_url, protocol.ack_topic(probe_id), protocol.encode(other_outbox))
+    publish(broker_url, protocol.ack_topic(probe_id), b'{"v":1,"probe_id":' + b"[" * 5000)
+    time.sleep(1.0)
+    publisher.stop(drain_timeout_s=0.1)
+    assert outbox.stats().pending == 5
+    assert publisher.confirmed_readings == 0
 
 
 def test_birth_is_retained_online_and_clean_stop_retained_offline(
@@ -92,7 +151,7 @@ def test_birth_is_retained_online_and_clean_stop_retained_offline(
 
 @pytest.mark.mosquitto
 def test_broker_outage_keeps_readings_and_delivers_them_after_it_returns(
-    tmp_path: Path, probe_id: str, outbox: Outbox
+    tmp_path: Path, probe_id: str, outbox: Outbox, schema_url: str
 ) -> None:
     from coverwatch.localservices import mosquitto_binary
 
@@ -102,43 +161,79 @@ def test_broker_outage_keeps_readings_and_delivers_them_after_it_returns(
         skip_unless_ci("mosquitto is not installed")
     broker = MosquittoBroker(tmp_path / "broker")  # our own: this test restarts it
     broker.start()
-    topic = protocol.readings_topic(probe_id)
-    listener_id = f"listener-{probe_id}"
     try:
-        # A persistent subscriber: the broker keeps its queue across the restart.
-        with subscribed(broker.url, topic, client_id=listener_id, clean_session=False):
-            pass
-        publisher = Publisher(options(probe_id, broker.url), outbox)
-        publisher.start()
-        assert publisher.connected.wait(10)
-        broker.stop()
-        wait_until(lambda: not publisher.connected.is_set())
-        during_outage: list[int] = []
-        for round_number in range(5):
-            seqs = outbox.add([power_reading(uptime_s=float(round_number))] * 4)
-            publisher.notify_live(seqs)
-            during_outage.extend(seqs)
-        time.sleep(0.5)
-        assert outbox.stats().pending == 20  # kept, not lost, while the broker is away
-        broker.start()
-        assert publisher.connected.wait(20)
-        wait_until(lambda: publisher.unsent_readings() == 0)
-        publisher.stop()
-        with subscribed(broker.url, topic, client_id=listener_id, clean_session=False) as inbox:
-            inbox.wait_for(1, topic=topic)
+        with running_collector(schema_url, broker.url, options=collector_options()):
+            publisher = Publisher(options(probe_id, broker.url), outbox)
+            publisher.start()
+            assert publisher.connected.wait(10)
+            broker.stop()
+            wait_until(lambda: not publisher.connected.is_set())
+            during_outage: list[int] = []
+            for round_number in range(5):
+                seqs = outbox.add([power_reading(uptime_s=float(round_number))] * 4)
+                publisher.notify_live(seqs)
+                during_outage.extend(seqs)
             time.sleep(0.5)
-            received = seqs_in(inbox.messages)
-        assert sorted(set(received)) == during_outage
+            assert outbox.stats().pending == 20  # kept, not lost, while the broker is away
+            broker.start()
+            assert publisher.connected.wait(20)
+            wait_until(lambda: publisher.unsent_readings() == 0, timeout_s=60)
+            publisher.stop()
+        assert stored_power(schema_url, probe_id) == during_outage
+        assert outbox.stats().pending == 0
+    finally:
+        broker.stop()
+
+
+@pytest.mark.mosquitto
+def test_a_broker_killed_before_its_autosave_loses_nothing(
+    tmp_path: Path, probe_id: str, outbox: Outbox, schema_url: str
+) -> None:
+    """The broker acknowledges readings queued for an absent collector, then dies with
+    kill -9 before writing its store: the probe still has them and sends them again."""
+    from coverwatch.localservices import mosquitto_binary
+
+    if mosquitto_binary() is None:
+        from tests.conftest import skip_unless_ci
+
+        skip_unless_ci("mosquitto is not installed")
+    broker = MosquittoBroker(tmp_path / "broker", extra_config="autosave_interval 3600")
+    broker.start()
+    collector_id = f"c-{probe_id}"
+    try:
+        # The collector's persistent session exists, then the collector goes away.
+        with running_collector(
+            schema_url, broker.url, options=IngestOptions(client_id=collector_id, batch_age_s=0.1)
+        ):
+            pass
+        publisher = Publisher(options(probe_id, broker.url, confirm_grace_s=1.0), outbox)
+        publisher.start()
+        seqs = outbox.add([power_reading(uptime_s=float(i)) for i in range(40)])
+        publisher.notify_live(seqs)
+        wait_until(lambda: publisher.acknowledged_readings == 40)  # queued for the collector
+        broker.kill()  # no autosave yet: the queue is gone
+        broker.start()
+        with running_collector(
+            schema_url, broker.url, options=IngestOptions(client_id=collector_id, batch_age_s=0.1)
+        ):
+            wait_until(lambda: outbox.stats().pending == 0 or publisher.wait_idle(0.1), 60)
+            assert publisher.wait_idle(timeout_s=30)
+        publisher.stop()
+        assert stored_power(schema_url, probe_id) == seqs
+        assert publisher.resent_readings >= 40
     finally:
         broker.stop()
 
 
 def test_a_backlog_flush_does_not_starve_live_readings(
-    broker_url: MqttUrl, probe_id: str, outbox: Outbox
+    broker_url: MqttUrl, probe_id: str, outbox: Outbox, schema_url: str
 ) -> None:
     backlog = outbox.add([power_reading(uptime_s=1.0)] * 6000)
     topic = protocol.readings_topic(probe_id)
-    with subscribed(broker_url, topic) as inbox:
+    with (
+        running_collector(schema_url, broker_url, options=collector_options()),
+        subscribed(broker_url, topic) as inbox,
+    ):
         publisher = Publisher(
             options(probe_id, broker_url, batch_readings=500, max_inflight_messages=2), outbox
         )
@@ -147,8 +242,10 @@ def test_a_backlog_flush_does_not_starve_live_readings(
         live = outbox.add([power_reading(uptime_s=2.0)] * 8)
         publisher.notify_live(live)
         messages = inbox.wait_for(13, topic=topic, timeout_s=30)
-        assert publisher.wait_idle(timeout_s=20)
+        assert publisher.wait_idle(timeout_s=60)
         publisher.stop()
+    assert stored_power(schema_url, probe_id) == sorted(backlog + live)
+    assert outbox.stats().pending == 0
     batches = [seqs_in([message]) for message in messages]
     live_position = next(i for i, batch in enumerate(batches) if batch == live)
     assert live_position <= 3, f"live round waited behind {live_position} backlog batches"
@@ -192,11 +289,14 @@ def test_backoff_grows_exponentially_with_jitter_up_to_the_cap() -> None:
 
 
 def test_a_round_the_backlog_already_sent_is_not_sent_again_as_live(
-    broker_url: MqttUrl, probe_id: str, outbox: Outbox
+    broker_url: MqttUrl, probe_id: str, outbox: Outbox, schema_url: str
 ) -> None:
     """Right after connecting the backlog pass may pick up a round before its live notice."""
     topic = protocol.readings_topic(probe_id)
-    with subscribed(broker_url, topic) as inbox:
+    with (
+        running_collector(schema_url, broker_url, options=collector_options()),
+        subscribed(broker_url, topic) as inbox,
+    ):
         publisher = Publisher(options(probe_id, broker_url), outbox)
         seqs = outbox.add([power_reading()] * 8)
         publisher.start()
@@ -209,3 +309,16 @@ def test_a_round_the_backlog_already_sent_is_not_sent_again_as_live(
         publisher.stop()
         messages = [m for m in inbox.messages if m.topic == topic]
     assert seqs_in(messages) == seqs
+
+
+def test_range_set_merges_and_answers_membership() -> None:
+    ranges = _RangeSet()
+    for first, last in [(10, 12), (1, 3), (5, 5), (4, 4), (13, 20), (30, 31)]:
+        ranges.add(first, last)
+    assert ranges.ranges() == [(1, 5), (10, 20), (30, 31)]
+    assert [value in ranges for value in (0, 1, 5, 6, 9, 10, 20, 21, 31, 32)] == [
+        False, True, True, False, False, True, True, False, True, False,
+    ]  # fmt: skip
+    assert ranges.size() == 5 + 11 + 2
+    ranges.add(0, 40)
+    assert ranges.ranges() == [(0, 40)]

@@ -1,0 +1,36 @@
+-- coverwatch schema, migration 006: the ledger of committed readings.
+--
+-- A reading is identified by (probe_id, outbox_id, seq), whatever its taken_at: a probe
+-- that corrects its clock after NTP sync may send a reading again with another
+-- taken_at, and the readings tables' unique key (probe_id, seq, taken_at) - which must
+-- contain the time column on TimescaleDB hypertables - would store it twice. The ledger
+-- holds, per probe and outbox, the seq ranges committed so far (stored, or kept as dead
+-- letters); the collector consults and extends it in the same transaction as the rows,
+-- under a row lock, and acknowledges exactly these ranges to the probe. A probe whose
+-- outbox was lost starts seq again under a new outbox_id, hence a new ledger row.
+-- It is a plain table on both storage layouts.
+CREATE TABLE reading_ledger (
+    probe_id   text NOT NULL,
+    outbox_id  uuid NOT NULL,
+    committed  int8multirange NOT NULL DEFAULT '{}',
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (probe_id, outbox_id)
+);
+COMMENT ON TABLE reading_ledger IS
+    'seq ranges of each probe outbox committed to the readings tables or dead letters';
+
+-- Readings stored before the ledger existed came from outboxes without an id: they
+-- belong to the nil outbox id, which is also what an upgraded probe keeps using for
+-- the outbox it already has.
+INSERT INTO reading_ledger (probe_id, outbox_id, committed)
+SELECT probe_id, '00000000-0000-0000-0000-000000000000', range_agg(int8range(seq, seq, '[]'))
+FROM (
+    SELECT probe_id, seq FROM readings_signal
+    UNION SELECT probe_id, seq FROM readings_latency
+    UNION SELECT probe_id, seq FROM readings_power
+    UNION SELECT probe_id, seq FROM readings_outage
+    UNION SELECT probe_id, seq FROM readings_throughput
+    UNION SELECT probe_id, seq FROM readings_system
+    UNION SELECT probe_id, seq FROM readings_sensor_error
+) AS stored
+GROUP BY probe_id;
