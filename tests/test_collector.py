@@ -256,10 +256,13 @@ def test_a_row_the_database_refuses_is_quarantined_alone(
         letters: list[tuple[object, ...]] = []
         while time.monotonic() < deadline and not letters:
             letters = query(
-                schema_url, "SELECT reason, payload FROM dead_letters WHERE probe_id = %s", probe_id
+                schema_url,
+                "SELECT reason, payload, reading_index FROM dead_letters WHERE probe_id = %s",
+                probe_id,
             )
             time.sleep(0.1)
-    assert [(str(r).split(":")[0]) for r, _ in letters] == ["database refused the row"]
+    assert [(str(r).split(":")[0]) for r, _, _ in letters] == ["database refused the row"]
+    assert letters[0][2] == 1  # the refused reading's place in its message is kept
     payload = letters[0][1]
     assert isinstance(payload, bytes)
     assert json.loads(payload)["seq"] == 2
