@@ -5,10 +5,11 @@ Starts a broker (Mosquitto if installed, else the embedded amqtt), a database
 migrations, imports a simulated province (boundary and villages, through geo's own
 importer), registers a probe kit per village, starts ``coverwatch collector run``
 with its HTTP server (the map at ``/map``), and runs the simulated fleet — the real
-agent with simulated sensors — first replaying the last ``--history-hours`` as fast as
-it can, then in real time until Ctrl-C or ``--duration``. At the end it writes the map
-and the uncovered-villages report, prints a summary and scores coverwatch's "village
-without coverage" verdicts against the simulator's ground truth.
+agent with simulated sensors — first replaying the ``--history-hours`` before ``--now``
+(default: the real current time) as fast as it can, then in real time from there until
+Ctrl-C or ``--duration``. At the end it writes the map and the uncovered-villages
+report, prints a summary and scores coverwatch's "village without coverage" verdicts
+against the simulator's ground truth.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -65,6 +66,36 @@ class DemoOptions:
     out_dir: Path = Path("coverwatch-demo")
     http_port: int = 8080
     prefer_mosquitto: bool = True
+    # The simulated moment the replay reaches (UTC); None: the real current time.
+    now: datetime | None = None
+
+
+def simulated_clock(
+    now: datetime | None = None, *, monotonic: Callable[[], float] = time.monotonic
+) -> Callable[[], datetime]:
+    """The demo's "now": the real time, or ``now`` at this call running on in real time."""
+    if now is None:
+        return lambda: datetime.now(UTC)
+    if now.utcoffset() is None:
+        raise ValueError("the demo's now needs a UTC offset (a naive datetime is ambiguous)")
+    start, started = now.astimezone(UTC), monotonic()
+    return lambda: start + timedelta(seconds=monotonic() - started)
+
+
+def parse_now(text: str) -> datetime:
+    """``--now``: an ISO 8601 moment with its UTC offset, e.g. 2026-11-30T13:00:00Z."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time; write e.g. 2026-11-30T13:00:00Z"
+        ) from None
+    if moment.utcoffset() is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has no UTC offset; add Z (UTC) or +07:00 (Vietnam), "
+            "e.g. 2026-11-30T13:00:00Z"
+        )
+    return moment.astimezone(UTC)
 
 
 @dataclass
@@ -194,7 +225,9 @@ def _collector(
 # ------------------------------------------------------------------------ province
 
 
-def _import_province(province: Province, database_url: str, out_dir: Path) -> None:
+def _import_province(
+    province: Province, database_url: str, out_dir: Path, installed_at: datetime
+) -> None:
     import json
 
     boundary_file = out_dir / "province-boundary.geojson"
@@ -225,7 +258,7 @@ def _import_province(province: Province, database_url: str, out_dir: Path) -> No
                         v.lat,
                         "multi-SIM",
                         "simulated Raspberry Pi 4 + 3 LTE modems",
-                        datetime.now(UTC) - timedelta(days=30),
+                        installed_at,
                         int(SIGNAL_EVERY.total_seconds()),
                     )
                     for v in province.villages
@@ -274,10 +307,13 @@ def _run_fleet(
     database_url: str,
     stop: threading.Event,
     console: Console,
+    *,
+    replay_from: datetime,
+    clock: Callable[[], datetime],
 ) -> datetime:
+    """Replay from ``replay_from`` up to ``clock()`` at full speed, then follow ``clock``."""
     started = time.monotonic()
-    now = datetime.now(UTC)
-    simulated = now - timedelta(hours=options.history_hours)
+    simulated = replay_from
     fleet.start(simulated)
     status = _StatusLine(console)
     # Let the probes log in before the replay loads the broker (amqtt is slow to accept).
@@ -293,7 +329,7 @@ def _run_fleet(
         while not stop.is_set():
             if options.duration_s is not None and time.monotonic() - started >= options.duration_s:
                 break
-            now = datetime.now(UTC)
+            now = clock()
             if fleet.reachable_unsent() > MAX_UNSENT_WHILE_REPLAYING:
                 pass  # the broker is behind: let it catch up before taking more rounds
             elif simulated < now:
@@ -445,6 +481,8 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> Summary:
     }
     options.out_dir.mkdir(parents=True, exist_ok=True)
     province = generate(options.seed, villages=options.villages)
+    clock = simulated_clock(options.now)
+    started = clock() - timedelta(hours=options.history_hours)
     try:
         with ExitStack() as stack:
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cw-demo-")))
@@ -454,7 +492,9 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> Summary:
             url = stack.enter_context(_broker(scratch, console, options.prefer_mosquitto))
             with console.status("applying migrations and importing the province…"):
                 schema.upgrade(database_url)
-                _import_province(province, database_url, options.out_dir)
+                _import_province(
+                    province, database_url, options.out_dir, started - timedelta(days=30)
+                )
             console.print(
                 f"province: {province.name}, {len(province.villages)} villages, "
                 f"{len(province.towers)} towers; one probe kit per village"
@@ -465,10 +505,11 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> Summary:
             )
             fleet = Fleet(province.villages, url, scratch / "probes", seed=options.seed)
             stack.callback(fleet.close)
-            started = datetime.now(UTC) - timedelta(hours=options.history_hours)
             if options.duration_s is None:
                 console.print(f"[bold green]open {map_url}[/] — Ctrl-C stops the demo")
-            reached = _run_fleet(fleet, options, database_url, stop, console)
+            reached = _run_fleet(
+                fleet, options, database_url, stop, console, replay_from=started, clock=clock
+            )
             _wait_until_stored(database_url)
             window = TimeWindow(start=started - timedelta(hours=1), end=reached + TICK)
             with console.status("classifying villages, drawing the map…"):
@@ -494,7 +535,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--history-hours",
         type=float,
         default=24.0,
-        help="hours of readings replayed at full speed before going live (default 24)",
+        help="hours of readings replayed at full speed up to --now, before going live (default 24)",
+    )
+    parser.add_argument(
+        "--now",
+        type=parse_now,
+        metavar="TIME",
+        help="replay the --history-hours up to this moment, then run on in real time from "
+        "it: ISO 8601 with a UTC offset, e.g. 2026-11-30T13:00:00Z or 2026-11-30T20:00+07:00 "
+        "(default: the current time). Off-grid kits are dark 19:00-06:30 Vietnam time, "
+        "12:00-23:30 UTC",
     )
     parser.add_argument(
         "--out", type=Path, default=Path("coverwatch-demo"), help="where the map and report go"
@@ -525,6 +575,7 @@ def main(args: argparse.Namespace) -> int:
             out_dir=args.out,
             http_port=args.http_port,
             prefer_mosquitto=not args.amqtt,
+            now=args.now,
         )
     )
     return 0

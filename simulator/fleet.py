@@ -11,11 +11,16 @@ until NTP syncs, which needs the link) and reports the outage. Some probes' back
 drops for hours and their backlog flushes when it returns; a few send malformed
 payloads now and then.
 
-Time is simulated: :meth:`Fleet.advance_to` moves every probe to a simulated moment,
-taking the rounds that fell due, so a day of readings takes seconds. The network side
-is the real paho client of each probe, stepped in turn (``Publisher.network_step`` and
-``pump_step``) instead of two threads per probe, so thousands of probes fit in one
-process.
+Time is simulated and nothing here reads the wall clock: :meth:`Fleet.start` puts every
+probe at the moment the caller gives (the demo's ``--now`` minus its history) and
+:meth:`Fleet.advance_to` moves them on, taking the rounds that fell due, so a day of
+readings takes seconds. The simulation knows nothing from before its start: a kit that
+is dark then (an off-grid kit at night) is simply off until the sun comes up, and its
+first boot reports no outage, as there is no earlier boot of it to report on.
+
+The network side is the real paho client of each probe, stepped in turn
+(``Publisher.network_step`` and ``pump_step``) instead of two threads per probe, so
+thousands of probes fit in one process.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -42,6 +47,10 @@ SLOW_EVERY = timedelta(hours=1)  # latency and system health
 LOCAL_UTC_OFFSET = timedelta(hours=7)
 NTP_AFTER_LINK = timedelta(minutes=2)
 FAKE_HWCLOCK_LAG = timedelta(hours=9)  # how far behind a cold-booted Pi's clock is
+
+
+# A probe's time until Fleet.start gives it the simulation's: never the wall clock.
+NOT_STARTED = datetime.fromtimestamp(0, UTC)
 
 
 def _epoch_ns(moment: datetime) -> int:
@@ -197,6 +206,7 @@ class SimulatedProbe:
     link_up: bool = True
     boot_started: datetime | None = None
     link_returned: datetime | None = None
+    # When the last boot of this simulation lost its power; None while there was none.
     last_alive: datetime | None = None
     pending_outage: tuple[str, datetime, datetime] | None = None
     cut_until: datetime | None = None
@@ -204,7 +214,7 @@ class SimulatedProbe:
     next_signal: datetime | None = None
     next_slow: datetime | None = None
     next_malformed: datetime | None = None
-    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    now: datetime = NOT_STARTED
     boot_id: str = ""
     synced_boot: str = ""
     clock: Clock | None = None
@@ -286,6 +296,10 @@ class SimulatedProbe:
         self.agent = None
         self.stats.power_cuts += 1
 
+    def _wall_s(self) -> float:
+        """The probe's wall clock in seconds, as the outbox stamps ``stored_at``."""
+        return self._wall_ns() / 1e9 if self.powered else self.now.timestamp()
+
     def _wall_ns(self) -> int:
         if self._ntp_synced():
             return _epoch_ns(self.now)
@@ -310,8 +324,17 @@ class SimulatedProbe:
         return False
 
     def start(self, now: datetime) -> None:
+        """Put the kit at the simulation's first moment; powered only if it has power then.
+
+        A kit dark at ``now`` (an off-grid kit at night) stays off, without a boot, until
+        its power comes: it never measured anything before the simulation began.
+        """
         self.now = now
-        self.outbox = Outbox(self.state_dir / f"{self.probe_id}.sqlite3", durable=False)
+        self.outbox = Outbox(
+            self.state_dir / f"{self.probe_id}.sqlite3",
+            durable=False,
+            wall_clock=self._wall_s,  # stored_at in simulated time, like the readings
+        )
         self.link_returned = now - NTP_AFTER_LINK
         self.next_malformed = now + timedelta(hours=self.rng.uniform(1, 6))
         if self.should_have_power():
@@ -326,8 +349,11 @@ class SimulatedProbe:
         if self.powered and not self.should_have_power():
             self._power_off()
         elif not self.powered and self.should_have_power():
-            assert self.last_alive is not None
-            self.pending_outage = (self.boot_id, self.last_alive, now)
+            if self.last_alive is not None:
+                # Power is back after a boot of this simulation lost it: report that
+                # outage. A kit that was dark from the start has no such boot (its first
+                # boot is at sunrise), and nothing from before the start may appear.
+                self.pending_outage = (self.boot_id, self.last_alive, now)
             self._boot()
         if not self.powered or self.agent is None:
             return

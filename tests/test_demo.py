@@ -1,8 +1,11 @@
 """``coverwatch demo`` end to end, as a user runs it: real processes, real services.
 
-Each run replays a few simulated hours of a 320-village province through the real
-agent, broker, collector and database, then checks the summary against the
-simulator's ground truth, the files it writes, and that nothing is left running.
+Each run replays simulated hours of a 320-village province through the real agent,
+broker, collector and database, then checks the summary against the simulator's ground
+truth, the files it writes, and that nothing is left running. Two runs replay 6 hours
+up to the current time; one replays the full day ``make demo`` replays, up to a fixed
+night hour (``--now``), so that off-grid kits start dark whenever the test runs.
+tests/test_simulator_fleet.py checks the fleet itself at many hours of the day.
 """
 
 from __future__ import annotations
@@ -62,6 +65,31 @@ def check_summary(output: str, out_dir: Path) -> None:
     report = (out_dir / "uncovered-villages.csv").read_text(encoding="utf-8")
     assert report.startswith("rank,")
     assert len(report.splitlines()) > 5
+
+
+def run_until_live_then_ctrl_c(argv: list[str], log_path: Path, timeout_s: float) -> str:
+    """Start the interactive demo, wait until the replay is over, press Ctrl-C."""
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(argv, env=demo_env(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and process.poll() is None:
+            text = log_path.read_text(errors="replace")
+            found = re.search(r"open (http://\S+/map)", text)
+            if found and "live" in text.split(found[0], 1)[1]:
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(
+                "the demo did not go live:\n" + log_path.read_text(errors="replace")
+            )
+        process.send_signal(signal.SIGINT)
+        assert process.wait(120) == 0, log_path.read_text(errors="replace")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    return log_path.read_text(errors="replace")
 
 
 def run_demo(out_dir: Path, *extra: str) -> str:
@@ -149,4 +177,47 @@ def test_demo_with_mosquitto_until_ctrl_c(tmp_path: Path) -> None:
     output = log_path.read_text(errors="replace")
     assert "broker: mosquitto" in output
     check_summary(output, out_dir)
+    assert leftovers(str(out_dir)) == []
+
+
+@pytest.mark.slow
+@pytest.mark.mosquitto
+def test_demo_replays_a_full_day_up_to_a_night_hour(tmp_path: Path) -> None:
+    """``make demo`` started at 13:00 UTC (20:00 in Vietnam) replays the whole day.
+
+    The replay begins at 20:00 local the day before, when every off-grid kit is dark: it
+    used to crash when the first of them came up at sunrise (``make demo`` failed when
+    started between 12:00 and 23:30 UTC). Mosquitto keeps the day's replay under a minute.
+    """
+    if mosquitto_binary() is None:
+        skip_unless_ci("mosquitto is not installed (Debian: apt-get install mosquitto)")
+    out_dir = tmp_path / "demo-out"
+    output = run_until_live_then_ctrl_c(
+        [
+            str(BIN / "coverwatch"),
+            "demo",
+            "--now",
+            "2026-11-30T13:00:00Z",
+            "--http-port",
+            "0",
+            "--out",
+            str(out_dir),
+        ],
+        tmp_path / "demo.log",
+        timeout_s=200,  # about 40 s on an idle machine; the replay is the long part
+    )
+    assert "Traceback" not in output, output
+    # --now sets the clock: the replay starts 24 h before it (the first 5-minute step).
+    assert "replaying history 29 Nov 13:05 UTC" in output, output
+    simulated = re.search(r"(\d+) h simulated", output)
+    assert simulated, output
+    assert int(simulated[1]) >= 24, output
+    check_summary(output, out_dir)
+    # Accounting: nothing stored that was not taken; what was not stored waits in the
+    # outboxes of the few kits whose link was down when their power went.
+    counts = re.search(r"readings: ([0-9,]+) taken, ([0-9,]+) stored", output)
+    assert counts, output
+    taken, stored = (int(counts[i].replace(",", "")) for i in (1, 2))
+    assert taken > 100_000, output  # a day of 320 kits, off-grid ones by day only
+    assert taken * 0.99 <= stored <= taken, output
     assert leftovers(str(out_dir)) == []
