@@ -1,0 +1,88 @@
+"""The TimescaleDB fixtures are real: the extension is there and `db upgrade` uses it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+# The hypertables migration 002 (TimescaleDB variant) makes, and its continuous aggregates.
+HYPERTABLES = {
+    "readings_signal",
+    "readings_latency",
+    "readings_power",
+    "readings_outage",
+    "readings_throughput",
+    "readings_system",
+    "readings_sensor_error",
+}
+CONTINUOUS_AGGREGATES = {"signal_hourly", "latency_hourly"}
+
+
+def db_upgrade(url: str) -> subprocess.CompletedProcess[str]:
+    """The real `coverwatch db upgrade`, as an operator runs it."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "coverwatch"), "db", "upgrade", "--database-url", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=os.environ.copy(),
+    )
+
+
+def test_the_timescale_database_has_the_extension(timescale_database_url: str) -> None:
+    with psycopg.connect(timescale_database_url) as connection:
+        version = connection.execute(
+            "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
+        ).fetchone()
+        preload = connection.execute("SHOW shared_preload_libraries").fetchone()
+    assert version is not None, "CREATE EXTENSION timescaledb was not done"
+    assert version[0].split(".")[0] == "2"
+    assert preload is not None
+    assert "timescaledb" in preload[0]
+
+
+def test_db_upgrade_chooses_timescale_and_makes_hypertables(timescale_database_url: str) -> None:
+    result = db_upgrade(timescale_database_url)
+    assert result.returncode == 0, result.stderr
+    assert "schema upgraded (timescale)" in result.stdout
+    with psycopg.connect(timescale_database_url) as connection:
+        storages = connection.execute("SELECT DISTINCT storage FROM schema_migrations").fetchall()
+        hypertables = {
+            row[0]
+            for row in connection.execute(
+                "SELECT hypertable_name FROM timescaledb_information.hypertables"
+            )
+        }
+        aggregates = {
+            row[0]
+            for row in connection.execute(
+                "SELECT view_name FROM timescaledb_information.continuous_aggregates"
+            )
+        }
+    assert storages == [("timescale",)]
+    assert hypertables >= HYPERTABLES
+    assert aggregates >= CONTINUOUS_AGGREGATES
+    again = db_upgrade(timescale_database_url)
+    assert again.returncode == 0, again.stderr
+    assert "applied none (up to date)" in again.stdout
+
+
+def test_layout_database_url_gives_each_layout(
+    layout_database_url: str, request: pytest.FixtureRequest
+) -> None:
+    """Each parameter is a fresh database on which `db upgrade` picks that layout."""
+    layout = request.node.callspec.params["layout_database_url"]
+    with psycopg.connect(layout_database_url) as connection:
+        tables = connection.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        ).fetchone()
+    assert tables == (0,)  # fresh
+    result = db_upgrade(layout_database_url)
+    assert result.returncode == 0, result.stderr
+    assert f"schema upgraded ({layout})" in result.stdout
