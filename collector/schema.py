@@ -34,10 +34,39 @@ class Migration:
 
 
 def available_storage(connection: psycopg.Connection[Any]) -> Storage:
+    """TimescaleDB when the extension can really be created here, else plain tables.
+
+    Listed in ``pg_available_extensions`` is not enough: installed for every cluster
+    but not in ``shared_preload_libraries`` (a common server state), CREATE EXTENSION
+    fails with "must be preloaded", and choosing the TimescaleDB layout would fail
+    half-way. So the extension is created in a transaction that is rolled back, on a
+    connection of its own: that failure ends the session it happens in.
+    """
     row = connection.execute(
         "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
     ).fetchone()
-    return "timescale" if row else "plain"
+    if not row:
+        logger.info("storage layout: plain PostgreSQL (TimescaleDB is not installed)")
+        return "plain"
+    info = connection.info
+    conninfo = psycopg.conninfo.make_conninfo(
+        info.dsn, **({"password": info.password} if info.password else {})
+    )
+    try:
+        with psycopg.connect(conninfo, connect_timeout=10) as probe:
+            probe.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+            probe.rollback()
+    except psycopg.Error as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        logger.warning(
+            "storage layout: plain PostgreSQL, because TimescaleDB is installed but cannot "
+            "be created here (%s); add it to shared_preload_libraries and restart the "
+            "server to use it",
+            reason,
+        )
+        return "plain"
+    logger.info("storage layout: TimescaleDB (the extension can be created)")
+    return "timescale"
 
 
 def migrations_for(storage: Storage) -> list[Migration]:

@@ -86,3 +86,33 @@ def test_layout_database_url_gives_each_layout(
     result = db_upgrade(layout_database_url)
     assert result.returncode == 0, result.stderr
     assert f"schema upgraded ({layout})" in result.stdout
+
+
+def test_an_installed_but_not_preloaded_timescaledb_gives_the_plain_layout(
+    timescale_admin_url: str, tmp_path: Path
+) -> None:
+    """The extension's files are there (install.sh puts them in every PostgreSQL 15) but
+    this server does not preload it: `db upgrade` must choose plain tables and say why,
+    not pick TimescaleDB and fail half-way."""
+    from coverwatch.localservices import LocalPostgres
+
+    bin_dir = Path("/usr/lib/postgresql/15/bin")
+    server = LocalPostgres(tmp_path / "pg15", bin_dir=bin_dir)  # no shared_preload_libraries
+    server.start()
+    try:
+        url = server.url()
+        with psycopg.connect(url) as connection:
+            listed = connection.execute(
+                "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+            ).fetchone()
+        assert listed, "the TimescaleDB files should be installed for PostgreSQL 15"
+        result = db_upgrade(url)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "must be preloaded" in result.stdout + result.stderr
+        with psycopg.connect(url) as connection:
+            storages = connection.execute("SELECT DISTINCT storage FROM schema_migrations")
+            assert storages.fetchall() == [("plain",)]
+            count = connection.execute("SELECT count(*) FROM reading_ledger").fetchone()
+            assert count == (0,)
+    finally:
+        server.stop()
