@@ -2,9 +2,12 @@
 
 Every table is a dataclass whose fields carry their default and help text; sensor
 tables (``[sensors.<name>]``) come from each sensor plugin's own ``Settings`` plus
-``enabled`` and ``interval_s``. Loading checks everything at start-up and reports
+``enabled`` and ``interval_s`` (how often the sensor runs; a plugin's own options must
+not reuse those two names). Loading checks everything at start-up and reports
 *every* problem at once, each with what to write instead — a technician in a village
-should not need three trips to find three typos. ``agent/probe.sample.toml`` is
+should not need three trips to find three typos. Whatever the file holds (bytes that
+are not UTF-8, nesting thousands deep, 5,000-digit numbers, NUL characters), loading
+ends in a :class:`ProbeConfigError`, never another exception. ``agent/probe.sample.toml`` is
 generated from these declarations (``coverwatch-probe config sample``) and a test
 keeps the committed sample in step, so every option is documented.
 
@@ -16,7 +19,9 @@ latency pings a month (see the sample's header and agent/README.md).
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
+import math
 import os
 import re
 import textwrap
@@ -27,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent import publisher
 from agent import sensors as _builtin_sensors  # noqa: F401 - registers the built-in sensors
 from agent.sensors.base import SensorPlugin, registered
 from coverwatch import protocol
@@ -45,6 +51,20 @@ DEFAULT_INTERVALS_S: dict[str, int] = {
     "throughput": 3600,
 }
 FALLBACK_INTERVAL_S = 300
+MAX_INTERVAL_S = 31 * 24 * 3600  # a monthly speed test is the slowest cadence that makes sense
+# Whole numbers in the file are 64-bit (SQLite, sockets and timers take nothing larger).
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+
+# Options whose meaning moved to a new key, by table: a file written for the old meaning
+# gets a problem naming the new key instead of a silent change of behaviour.
+# [sensors.latency] interval_s once also meant the gap between ping packets; that is now
+# packet_interval_s, and interval_s is only how often the sensor runs, as everywhere.
+MOVED_OPTIONS: dict[tuple[str, str], tuple[str, str]] = {
+    ("sensors.latency", "interval_s"): (
+        "packet_interval_s",
+        "the gap between the probes to one target",
+    ),
+}
 
 
 def _help(text: str) -> dict[str, str]:
@@ -101,6 +121,31 @@ class MqttSection:
     max_inflight_messages: int = field(
         default=4, metadata=_help("unacknowledged messages at a time while flushing")
     )
+    confirm_grace_s: float = field(
+        default=publisher.CONFIRM_GRACE_S,
+        metadata=_help(
+            "readings the broker took but the collector has not confirmed are sent again "
+            "this long after a reconnect, or after a later reading was confirmed"
+        ),
+    )
+    confirm_timeout_s: float = field(
+        default=publisher.CONFIRM_TIMEOUT_S,
+        metadata=_help(
+            "otherwise they are sent again after this long, doubling per attempt "
+            "(a collector that is away costs little data)"
+        ),
+    )
+    confirm_timeout_max_s: float = field(
+        default=publisher.CONFIRM_TIMEOUT_MAX_S,
+        metadata=_help("longest wait before sending unconfirmed readings again"),
+    )
+    max_unconfirmed_readings: int = field(
+        default=publisher.MAX_UNCONFIRMED_READINGS,
+        metadata=_help(
+            "backlog readings awaiting the collector's confirmation at a time; the flush "
+            "pauses beyond this (memory, and data wasted while the collector is away)"
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -136,7 +181,10 @@ class ProbeConfig:
     def mqtt_url(self) -> MqttUrl:
         url = MqttUrl.parse(self.mqtt.url, setting="probe.toml: [mqtt] url")
         if url.password is None and self.mqtt.password_file:
-            password = Path(self.mqtt.password_file).read_text(encoding="utf-8").strip()
+            problems: list[str] = []
+            password = _read_password(self.mqtt.password_file, problems)
+            if password is None:
+                raise ProbeConfigError(str(self.source or "probe config"), problems)
             url = dataclasses.replace(url, password=password)
         return url
 
@@ -172,7 +220,7 @@ def load(
     env = os.environ if environ is None else environ
     chosen = path or Path(env.get(CONFIG_PATH_ENV) or DEFAULT_PATH)
     try:
-        text = chosen.read_text(encoding="utf-8")
+        data = chosen.read_bytes()
     except FileNotFoundError:
         raise ProbeConfigError(
             str(chosen),
@@ -182,14 +230,72 @@ def load(
             ],
         ) from None
     except OSError as error:
-        raise ProbeConfigError(str(chosen), [f"cannot read it: {error.strerror}"]) from None
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
         raise ProbeConfigError(
-            str(chosen), [f"not valid TOML: {error} (check quotes and brackets)"]
+            str(chosen), [f"cannot read it: {error.strerror or error}; check the path"]
         ) from None
-    return from_mapping(document, source=chosen, environ=env, overrides=overrides)
+    return from_mapping(
+        parse_toml(data, str(chosen)), source=chosen, environ=env, overrides=overrides
+    )
+
+
+def parse_toml(data: bytes, source: str) -> dict[str, Any]:
+    """The TOML document in ``data``; any problem is a ProbeConfigError saying where."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ProbeConfigError(source, [_not_utf8(data, error)]) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        problem = f"not valid TOML: {error} ({_toml_hint(text, str(error))})"
+    except RecursionError:
+        problem = (
+            "not valid TOML: arrays or inline tables are nested too deeply to read; "
+            "probe.toml needs no nesting beyond a list of strings"
+        )
+    except ValueError as error:  # a number tomllib cannot convert
+        problem = (
+            "not valid TOML: a number has thousands of digits; no setting needs more than 19"
+            if "integer string conversion" in str(error)
+            else f"not valid TOML: {error}"
+        )
+    raise ProbeConfigError(source, [problem])
+
+
+def _not_utf8(data: bytes, error: UnicodeDecodeError) -> str:
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return "is UTF-16 text: save it as UTF-8 (TOML files are UTF-8)"
+    line = data.count(b"\n", 0, error.start) + 1
+    return (
+        f"byte 0x{data[error.start]:02x} on line {line} is not UTF-8: TOML files are UTF-8, "
+        "so save it as UTF-8 (e.g. iconv -f WINDOWS-1258 -t UTF-8 for Vietnamese text)"
+    )
+
+
+_TOML_LINE = re.compile(r"\(at line (\d+), column \d+\)")
+_TABLE_HEADER = re.compile(r"^\s*\[+\s*([^\]]+?)\s*\]+")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
+
+
+def _toml_hint(text: str, message: str) -> str:
+    """What to do about a TOML syntax error, naming a moved option when that is the cause."""
+    if not message.startswith("Cannot overwrite a value"):
+        return "check quotes and brackets"
+    found = _TOML_LINE.search(message)
+    lines = text.splitlines()
+    if found and 0 < int(found[1]) <= len(lines):
+        number = int(found[1])
+        key = _KEY.match(lines[number - 1])
+        table = next(
+            (m[1] for m in map(_TABLE_HEADER.match, reversed(lines[: number - 1])) if m), ""
+        )
+        moved = MOVED_OPTIONS.get((table.replace(" ", ""), key[1] if key else ""))
+        if moved:
+            return (
+                f"[{table}] sets {key[1] if key else ''} twice: {moved[1]} is now "
+                f"{moved[0]}; rename that line to {moved[0]} = ..."
+            )
+    return "a key is set twice in the same table: keep one"
 
 
 def from_mapping(
@@ -206,7 +312,7 @@ def from_mapping(
     for table_name in document:
         if table_name not in known_tables:
             problems.append(
-                f"unknown table [{table_name}]{_did_you_mean(table_name, known_tables)}"
+                f"unknown table [{_printable(table_name)}]{_did_you_mean(table_name, known_tables)}"
             )
     sections: dict[str, Any] = {}
     for name, section_type in _SECTIONS.items():
@@ -220,7 +326,8 @@ def from_mapping(
     for name in sensors_table:
         if name not in plugins:
             problems.append(
-                f"unknown sensor [sensors.{name}]{_did_you_mean(name, list(plugins))}; "
+                f"unknown sensor [sensors.{_printable(name)}]"
+                f"{_did_you_mean(name, list(plugins))}; "
                 f"known sensors: {', '.join(sorted(plugins))}"
             )
     sensors: dict[str, tuple[SensorSchedule, Any]] = {}
@@ -261,15 +368,40 @@ def _sensor(
         "interval_s", DEFAULT_INTERVALS_S.get(plugin.name, FALLBACK_INTERVAL_S)
     )
     if not isinstance(enabled, bool):
-        problems.append(f"{where} enabled: expected true or false, got {enabled!r}")
+        problems.append(f"{where} enabled: expected true or false, got {_shown(enabled)}")
         enabled = False
     if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
-        problems.append(f"{where} interval_s: expected whole seconds >= 1, got {interval!r}")
+        moved = MOVED_OPTIONS.get((f"sensors.{plugin.name}", "interval_s"))
+        hint = (
+            f"; interval_s is how often the sensor runs, and {moved[1]} is now "
+            f"{moved[0]} (e.g. {moved[0]} = {_shown(interval)})"
+            if moved and _looks_like_moved_value(interval)
+            else ""
+        )
+        problems.append(
+            f"{where} interval_s: expected whole seconds >= 1, got {_shown(interval)}{hint}"
+        )
+        interval = FALLBACK_INTERVAL_S
+    elif interval > MAX_INTERVAL_S:
+        problems.append(
+            f"{where} interval_s: at most {MAX_INTERVAL_S} seconds (31 days), got "
+            f"{_shown(interval)}"
+        )
         interval = FALLBACK_INTERVAL_S
     settings = _build(
         plugin.settings_type, settings_values, where, problems, extra=_SCHEDULE_FIELDS
     )
     return SensorSchedule(enabled=enabled, interval_s=interval), settings
+
+
+def _looks_like_moved_value(value: Any) -> bool:
+    """A fraction of a second: written for the old meaning of a moved option."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 <= value < 1
+    )
 
 
 def _build(
@@ -292,12 +424,22 @@ def _build(
         checked = _coerce(value, expected)
         if checked is _INVALID:
             problems.append(
-                f"{where} {key}: expected {_describe(expected)}, got {value!r} "
+                f"{where} {key}: expected {_describe(expected)}, got {_shown(value)} "
                 f"(default: {_toml_value(_default(fields[key]))})"
             )
             continue
+        if _has_nul(checked):
+            problems.append(
+                f"{where} {key}: contains a NUL character (\\u0000), which no setting may "
+                "hold; remove it"
+            )
+            continue
         values[key] = checked
-    return section_type(**values)
+    try:
+        return section_type(**values)
+    except (TypeError, ValueError) as error:  # a plugin's own checks (__post_init__)
+        problems.append(f"{where} {_printable(str(error))}")
+        return section_type()
 
 
 _INVALID = object()
@@ -311,10 +453,16 @@ def _coerce(value: Any, expected: Any) -> Any:
     if expected is bool:
         return value if isinstance(value, bool) else _INVALID
     if expected is int:
-        return value if isinstance(value, int) and not isinstance(value, bool) else _INVALID
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value if _INT_MIN <= value <= _INT_MAX else _INVALID
+        return _INVALID
     if expected is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond any float
+                return _INVALID
+            return number if math.isfinite(number) else _INVALID
         return _INVALID
     if expected is str:
         return value if isinstance(value, str) else _INVALID
@@ -341,7 +489,12 @@ def _coerce(value: Any, expected: Any) -> Any:
 
 
 def _describe(expected: Any) -> str:
-    names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+    names = {
+        bool: "true or false",
+        int: "a whole number",
+        float: "a finite number",
+        str: "a string",
+    }
     if expected in names:
         return names[expected]
     origin = typing.get_origin(expected)
@@ -351,21 +504,47 @@ def _describe(expected: Any) -> str:
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
+    close = difflib.get_close_matches(word[:100], choices, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value from the file for a message: readable, one line and short, whatever it is."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**18:
+        digits = int(abs(value).bit_length() * math.log10(2)) + 1
+        return f"a number of about {digits} digits (too large)"
+    if isinstance(value, datetime.date | datetime.time):
+        return f"a date/time ({value.isoformat()})"
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # e.g. a list holding a 5,000-digit number
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _printable(text: str) -> str:
+    """A name from the file as it can appear inside one line of a message."""
+    shown = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+    return shown if len(shown) <= 100 else shown[:97] + "..."
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    return isinstance(value, list | tuple) and any(_has_nul(item) for item in value)
 
 
 def _check_semantics(config: ProbeConfig, problems: list[str]) -> None:
     if not config.probe.id:
         problems.append('[probe] id is required, e.g. id = "cb-001" (as registered on the server)')
-    elif not re.match(protocol.PROBE_ID_RE, config.probe.id):
+    elif not re.fullmatch(protocol.PROBE_ID_RE, config.probe.id):  # no trailing newline
         problems.append(
-            f"[probe] id {config.probe.id!r} is not a valid probe id: use 1-64 lowercase "
+            f"[probe] id {_shown(config.probe.id)} is not a valid probe id: use 1-64 lowercase "
             "letters, digits, '-' or '_', e.g. cb-001"
         )
     if config.probe.log_level.lower() not in ("debug", "info", "warning", "error"):
         problems.append(
-            f"[probe] log_level {config.probe.log_level!r}: use debug, info, warning or error"
+            f"[probe] log_level {_shown(config.probe.log_level)}: use debug, info, warning or error"
         )
     if not config.mqtt.url:
         problems.append(
@@ -379,7 +558,7 @@ def _check_semantics(config: ProbeConfig, problems: list[str]) -> None:
             problems.append(str(error).replace("\n", " "))
         else:
             if url.password is None and config.mqtt.password_file:
-                _check_readable(config.mqtt.password_file, "[mqtt] password_file", problems)
+                _read_password(config.mqtt.password_file, problems)
     for name in ("ca_file", "cert_file", "key_file"):
         value = getattr(config.mqtt, name)
         if value:
@@ -393,10 +572,22 @@ def _check_semantics(config: ProbeConfig, problems: list[str]) -> None:
         )
     if config.mqtt.max_inflight_messages < 1:
         problems.append("[mqtt] max_inflight_messages must be at least 1")
-    if config.mqtt.keepalive_s < 5:
-        problems.append("[mqtt] keepalive_s must be at least 5 seconds")
-    if not 0 < config.mqtt.backoff_min_s <= config.mqtt.backoff_max_s:
-        problems.append("[mqtt] need 0 < backoff_min_s <= backoff_max_s")
+    if not 0 < config.mqtt.confirm_grace_s <= 86400:
+        problems.append("[mqtt] confirm_grace_s must be more than 0 and at most 86400 (a day)")
+    if not 0 < config.mqtt.confirm_timeout_s <= config.mqtt.confirm_timeout_max_s <= 7 * 86400:
+        problems.append(
+            "[mqtt] need 0 < confirm_timeout_s <= confirm_timeout_max_s <= 604800 (a week)"
+        )
+    if not config.mqtt.batch_readings <= config.mqtt.max_unconfirmed_readings <= 1_000_000:
+        problems.append(
+            "[mqtt] max_unconfirmed_readings must be at least batch_readings and at most 1000000"
+        )
+    if not 5 <= config.mqtt.keepalive_s <= 65535:
+        problems.append(
+            "[mqtt] keepalive_s must be at least 5 seconds and at most 65535 (MQTT's limit)"
+        )
+    if not 0 < config.mqtt.backoff_min_s <= config.mqtt.backoff_max_s <= 86400:
+        problems.append("[mqtt] need 0 < backoff_min_s <= backoff_max_s <= 86400 (a day)")
     if config.outbox.max_readings < 100:
         problems.append("[outbox] max_readings must be at least 100")
     if config.outbox.max_age_days <= 0:
@@ -407,8 +598,24 @@ def _check_readable(path: str, where: str, problems: list[str]) -> None:
     try:
         with open(path, "rb"):
             pass
-    except OSError as error:
-        problems.append(f"{where}: cannot read {path!r} ({error.strerror}); check the path")
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) else str(error)
+        problems.append(f"{where}: cannot read {_shown(path, 300)} ({reason}); check the path")
+
+
+def _read_password(path: str, problems: list[str]) -> str | None:
+    """The broker password held in ``path``, or None with the problem recorded."""
+    where = "[mqtt] password_file"
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        problems.append(
+            f"{where}: {_shown(path, 300)} is not UTF-8 text; it must hold the password"
+        )
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        problems.append(f"{where}: cannot read {_shown(path, 300)} ({reason}); check the path")
+    return None
 
 
 # ---------------------------------------------------------------------- the sample file

@@ -31,6 +31,10 @@ def publisher_options(config: ProbeConfig, boot_id: str) -> PublisherOptions:
         backoff_max_s=mqtt.backoff_max_s,
         batch_readings=mqtt.batch_readings,
         max_inflight_messages=mqtt.max_inflight_messages,
+        confirm_grace_s=mqtt.confirm_grace_s,
+        confirm_timeout_s=mqtt.confirm_timeout_s,
+        confirm_timeout_max_s=mqtt.confirm_timeout_max_s,
+        max_unconfirmed_readings=mqtt.max_unconfirmed_readings,
     )
 
 

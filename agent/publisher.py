@@ -65,6 +65,13 @@ logger = logging.getLogger("coverwatch.agent")
 REMOVE_BATCH_READINGS = 500
 REMOVE_EVERY_S = 600.0
 
+# When readings the broker has but the collector has not confirmed go out again (the
+# defaults of PublisherOptions and of probe.toml's [mqtt] section; see the docstring).
+CONFIRM_GRACE_S = 30.0
+CONFIRM_TIMEOUT_S = 600.0
+CONFIRM_TIMEOUT_MAX_S = 6 * 3600.0
+MAX_UNCONFIRMED_READINGS = 10_000
+
 
 @dataclass(frozen=True, slots=True)
 class PublisherOptions:
@@ -79,10 +86,10 @@ class PublisherOptions:
     backoff_max_s: float = 300.0
     batch_readings: int = 500
     max_inflight_messages: int = 4
-    confirm_grace_s: float = 30.0
-    confirm_timeout_s: float = 600.0
-    confirm_timeout_max_s: float = 6 * 3600.0
-    max_unconfirmed_readings: int = 10_000
+    confirm_grace_s: float = CONFIRM_GRACE_S
+    confirm_timeout_s: float = CONFIRM_TIMEOUT_S
+    confirm_timeout_max_s: float = CONFIRM_TIMEOUT_MAX_S
+    max_unconfirmed_readings: int = MAX_UNCONFIRMED_READINGS
 
     @property
     def client_id(self) -> str:
@@ -444,7 +451,9 @@ class Publisher:
 
     def _confirm_delay(self, attempt: int) -> float:
         options = self.options
-        return min(options.confirm_timeout_max_s, options.confirm_timeout_s * 2.0 ** min(attempt, 30))
+        return min(
+            options.confirm_timeout_max_s, options.confirm_timeout_s * 2.0 ** min(attempt, 30)
+        )
 
     def _settle_acks(self, *, force_removal: bool = False) -> None:
         now = time.monotonic()

@@ -3,13 +3,17 @@
 Each setting can come from a TOML config file (``--config``, table ``[collector]``),
 from an environment variable (``COVERWATCH_<NAME>``, upper case), or from a flag
 (``--<name>`` with dashes); a flag beats the environment, which beats the file,
-which beats the default. Unknown keys and wrong types are refused at start-up with
-a hint that says how to fix them.
+which beats the default. Unknown keys, wrong types and values out of range are refused
+at start-up with a hint that says how to fix them; whatever the file holds (bytes that
+are not UTF-8, nesting thousands deep, 5,000-digit numbers, NUL characters), the answer
+is a :class:`ConfigError`, never another exception.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -27,6 +31,7 @@ class Setting:
     default: Any
     help: str
     choices: tuple[str, ...] = ()
+    maximum: float | None = None  # numbers: the largest value that makes sense
 
     @property
     def env(self) -> str:
@@ -47,16 +52,35 @@ SETTINGS: tuple[Setting, ...] = (
         "client_id", str, "coverwatch-collector", "stable MQTT client id of the persistent session"
     ),
     Setting("shared_group", str, None, "share the load with other collectors: $share/<group>/…"),
-    Setting("batch_readings", int, 5000, "flush a batch at this many readings"),
-    Setting("batch_age_s", float, 1.0, "…or when its oldest message is this old (seconds)"),
-    Setting("max_unacked_messages", int, 1000, "…or at this many unacknowledged messages"),
-    Setting("metrics_port", int, 9108, "port of the Prometheus /metrics endpoint (0: off)"),
+    Setting("batch_readings", int, 5000, "flush a batch at this many readings", maximum=1_000_000),
+    Setting(
+        "batch_age_s",
+        float,
+        1.0,
+        "…or when its oldest message is this old (seconds)",
+        maximum=3600,
+    ),
+    Setting(
+        "max_unacked_messages",
+        int,
+        1000,
+        "…or at this many unacknowledged messages",
+        maximum=1_000_000,
+    ),
+    Setting(
+        "metrics_port",
+        int,
+        9108,
+        "port of the Prometheus /metrics endpoint (0: off)",
+        maximum=65535,
+    ),
     Setting("metrics_host", str, "127.0.0.1", "address the metrics endpoint listens on"),
     Setting(
         "http_port",
         int,
         0,
         "serve the HTTP API and the coverage map (/api/…, /map) on this port (0: off)",
+        maximum=65535,
     ),
     Setting("http_host", str, "127.0.0.1", "address the HTTP API listens on"),
     Setting(
@@ -71,6 +95,7 @@ SETTINGS: tuple[Setting, ...] = (
         300.0,
         "refresh the hourly rollup views this often on plain PostgreSQL (seconds; 0: off; "
         "TimescaleDB refreshes its continuous aggregates itself)",
+        maximum=86400,
     ),
     Setting("log_level", str, "INFO", "DEBUG, INFO, WARNING or ERROR"),
     Setting(
@@ -122,16 +147,7 @@ def missing(name: str, *, config_file: bool = True) -> ConfigError:
 
 
 def _read_file(path: Path) -> dict[str, Any]:
-    try:
-        document = tomllib.loads(path.read_text())
-    except OSError as error:
-        raise ConfigError(
-            str(path), f"cannot read the file: {error.strerror}", "check the path"
-        ) from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(
-            str(path), f"is not valid TOML: {error}", "fix the syntax at that line"
-        ) from None
+    document = _parse(path)
     table = document.get("collector", {})
     if not isinstance(table, dict):
         raise ConfigError(
@@ -143,30 +159,111 @@ def _read_file(path: Path) -> dict[str, Any]:
         if setting is None:
             known = ", ".join(sorted(_BY_NAME))
             raise ConfigError(
-                f"{path}: [collector] {key}", "unknown option", f"known options: {known}"
+                f"{path}: [collector] {_printable(key)}",
+                "unknown option",
+                f"known options: {known}",
             )
         values[key] = _convert(setting, raw, f"{path}: [collector] {key}")
     return values
 
 
+def _parse(path: Path) -> dict[str, Any]:
+    """The TOML document at ``path``; any problem is a ConfigError saying what to fix."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(
+            str(path), f"cannot read the file: {error.strerror or error}", "check the path"
+        ) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ConfigError(
+            str(path),
+            f"is not UTF-8 text (byte 0x{data[error.start]:02x} on line {line})",
+            "TOML files are UTF-8: save it as UTF-8",
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        problem, hint = f"is not valid TOML: {error}", "fix the syntax at that line"
+    except RecursionError:
+        problem = "is not valid TOML: arrays or inline tables are nested too deeply to read"
+        hint = "every collector option is a single value under [collector]"
+    except ValueError as error:  # a number tomllib cannot convert
+        problem = (
+            "is not valid TOML: a number has thousands of digits"
+            if "integer string conversion" in str(error)
+            else f"is not valid TOML: {error}"
+        )
+        hint = "no option needs a number of more than 19 digits"
+    raise ConfigError(str(path), problem, hint)
+
+
+_INVALID = object()
+
+
 def _convert(setting: Setting, raw: Any, where: str) -> Any:
-    if isinstance(raw, setting.type) and not isinstance(raw, bool):
-        value = raw
-    else:
-        try:
-            if isinstance(raw, bool):
-                raise ValueError
-            value = setting.type(raw)
-        except (TypeError, ValueError):
-            raise ConfigError(
-                where,
-                f"expected {setting.type.__name__}, got {raw!r}",
-                f"{setting.help}",
-            ) from None
+    """``raw`` from a flag or the environment (text) or the file (TOML-typed), checked."""
+    value = _typed(setting, raw)
+    if value is _INVALID:
+        finite = " (a finite number)" if setting.type is float else ""
+        raise ConfigError(
+            where, f"expected {setting.type.__name__}{finite}, got {_shown(raw)}", setting.help
+        )
+    if isinstance(value, str) and "\x00" in value:
+        raise ConfigError(where, "contains a NUL character (\\u0000)", "remove it")
     if isinstance(value, int | float) and value < 0:
-        raise ConfigError(where, f"must not be negative, got {raw!r}", setting.help)
+        raise ConfigError(where, f"must not be negative, got {_shown(raw)}", setting.help)
+    if setting.maximum is not None and value > setting.maximum:
+        raise ConfigError(
+            where, f"must be at most {setting.maximum:g}, got {_shown(raw)}", setting.help
+        )
     if setting.choices and value not in setting.choices:
         raise ConfigError(
-            where, f"expected one of {', '.join(setting.choices)}, got {raw!r}", setting.help
+            where,
+            f"expected one of {', '.join(setting.choices)}, got {_shown(raw)}",
+            setting.help,
         )
     return value
+
+
+def _typed(setting: Setting, raw: Any) -> Any:
+    """``raw`` as ``setting.type``, or _INVALID; text is parsed, TOML values must fit."""
+    if isinstance(raw, bool):
+        return _INVALID
+    try:
+        if setting.type is str:
+            return raw if isinstance(raw, str) else _INVALID
+        if isinstance(raw, str):  # a flag or an environment variable
+            value = setting.type(raw.strip())
+        elif setting.type is float and isinstance(raw, int | float):
+            value = float(raw)
+        elif setting.type is int and isinstance(raw, int):
+            value = raw
+        else:  # a list, a table, a date, a float where a whole number belongs
+            return _INVALID
+    except (ValueError, OverflowError):  # not a number, or beyond a float / 4,300 digits
+        return _INVALID
+    if isinstance(value, float) and not math.isfinite(value):
+        return _INVALID
+    return value
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value for a message: one line and short, whatever the file or flag held."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**18:
+        return f"a number of about {int(abs(value).bit_length() * math.log10(2)) + 1} digits"
+    if isinstance(value, datetime.date | datetime.time):
+        return f"a date/time ({value.isoformat()})"
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # e.g. a list holding a 5,000-digit number
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _printable(text: str) -> str:
+    shown = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+    return shown if len(shown) <= 100 else shown[:97] + "..."

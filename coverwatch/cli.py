@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from coverwatch import __version__, protocol
 from coverwatch.errors import CoverwatchError
@@ -29,9 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     proto_commands = proto.add_subparsers(dest="protocol_command", metavar="ACTION")
     validate = proto_commands.add_parser(
         "validate",
-        help="validate a message file as the collector would (exit 1 if it is rejected)",
+        help="validate a message file as the collector would (exit 1 if it is rejected, "
+        "2 if it is not a JSON message at all)",
         description="Decode a readings or status message exactly as the collector does and "
-        "report every problem with the field that caused it.",
+        "report every problem with the field that caused it. Exit status: 0 valid, 1 the "
+        "collector would reject the message or some of its readings, 2 the input is not a "
+        "JSON message at all (unreadable, empty, too large, not UTF-8, not JSON).",
     )
     validate.add_argument(
         "--topic",
@@ -96,8 +103,12 @@ def _needs_server(missing: str) -> Any:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    payload = sys.stdin.buffer.read() if args.file == "-" else _read_file(Path(args.file))
+    source = "standard input" if args.file == "-" else args.file
+    payload = _read_message(args.file)
     address = protocol.parse_topic(args.topic)
+    problem = _not_a_json_message(payload)
+    if problem:
+        raise CoverwatchError(f"{source} {problem}")
     if address.channel == "status":
         status = protocol.decode_status(args.topic, payload)
         print(f"ok: status {status.state!r} from probe {status.probe_id}")
@@ -118,11 +129,111 @@ def _validate(args: argparse.Namespace) -> int:
     return 1 if decoded.rejected else 0
 
 
-def _read_file(path: Path) -> bytes:
+def _read_message(file: str) -> bytes:
+    """The message's bytes, read with a bound: never more than one byte over the limit."""
+    limit = protocol.MAX_PAYLOAD_BYTES
+    if file == "-":
+        payload = sys.stdin.buffer.read(limit + 1)
+        size = f"more than {limit}"
+    else:
+        path = Path(file)
+        try:
+            with path.open("rb") as handle:
+                payload = handle.read(limit + 1)
+                size = str(os.fstat(handle.fileno()).st_size or f"more than {limit}")
+        except OSError as error:
+            raise CoverwatchError(f"cannot read {path}: {error.strerror or error}") from None
+    if len(payload) > limit:
+        raise CoverwatchError(
+            f"{'standard input' if file == '-' else file} is {size} bytes: a message may "
+            f"be at most {limit} bytes (1 MiB); send at most "
+            f"{protocol.MAX_READINGS_PER_BATCH} readings per message"
+        )
+    return payload
+
+
+_BYTE_OFFSET = re.compile(r"\(byte (\d+)\)")
+_SURROGATE_ESCAPE = re.compile(r"(\\+)u([dD][89a-fA-F][0-9a-fA-F]{2})")
+
+
+def _not_a_json_message(payload: bytes) -> str | None:
+    """Why ``payload`` is not a JSON text at all (and so cannot be a message), or None.
+
+    Syntax only: a JSON document the protocol rejects (a wrong field, a number out of
+    range, a reading nested too deeply) is the decoder's to explain, field by field, as
+    the collector would: one bad reading costs only itself there.
+    """
+    if not payload.strip():
+        return 'is empty: expected one message, a JSON object such as {"v": 1, ...}'
+    if payload.startswith(b"\x1f\x8b"):
+        return "is gzip-compressed: decompress it first (gunzip) and validate the message"
+    head = payload[:64]
+    nuls = head.count(0)
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff") or (nuls and abs(2 * nuls - len(head)) <= 1):
+        return "is UTF-16 text: messages are UTF-8 JSON; save it as UTF-8"
+    if b"\x00" in payload:
+        return (
+            f"contains a NUL byte at {_where(payload, payload.index(0))}: messages are "
+            "UTF-8 JSON text, and JSON writes a NUL inside a string as \\u0000"
+        )
     try:
-        return path.read_bytes()
-    except OSError as error:
-        raise CoverwatchError(f"cannot read {path}: {error.strerror}") from None
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return (
+            f"is not UTF-8 text: byte 0x{payload[error.start]:02x} at "
+            f"{_where(payload, error.start)} is not valid UTF-8; messages are UTF-8 JSON, "
+            "so convert it (e.g. iconv -f WINDOWS-1258 -t UTF-8 for Vietnamese text)"
+        )
+    if text.startswith("\ufeff"):
+        return (
+            "starts with a byte-order mark (U+FEFF), which the collector does not accept "
+            "in a message: save it as UTF-8 without BOM"
+        )
+    try:
+        msgspec.json.decode(payload, type=msgspec.Raw)  # syntax only: no numbers converted
+    except RecursionError:
+        if payload.lstrip().startswith(b"{"):
+            return None  # an object: the decoder rejects what is too deep, as the collector
+        return (
+            "is nested too deeply to read (thousands of [ or {) and is not a JSON object: "
+            "the protocol's messages are objects at most 3 levels deep"
+        )
+    except msgspec.DecodeError as error:
+        lone = _lone_surrogate(text)
+        if lone is not None:
+            return (
+                f"is not valid JSON: {text[lone : lone + 6]} at "
+                f"{_where(payload, len(text[:lone].encode()))} is half of a UTF-16 surrogate "
+                "pair; write the character as UTF-8 or as a full pair such as \\ud83d\\ude00"
+            )
+        detail = _BYTE_OFFSET.sub(lambda m: f"at {_where(payload, int(m[1]))}", str(error))
+        return f"is not valid JSON ({detail})"
+    return None
+
+
+def _where(payload: bytes, offset: int) -> str:
+    line = payload.count(b"\n", 0, offset) + 1
+    column = offset - (payload.rfind(b"\n", 0, offset) + 1) + 1
+    return f"line {line}, column {column} (byte {offset})"
+
+
+def _lone_surrogate(text: str) -> int | None:
+    """Where a \\uD800-\\uDFFF escape stands that is not half of a pair, if anywhere."""
+    pending: tuple[int, int] | None = None  # (start of a high surrogate, where its pair must be)
+    for match in _SURROGATE_ESCAPE.finditer(text):
+        if len(match[1]) % 2 == 0:
+            continue  # an escaped backslash followed by the letters "u d8.."
+        start = match.end() - 6
+        is_high = int(match[2], 16) < 0xDC00
+        if pending is not None:
+            if is_high or start != pending[1]:
+                return pending[0]
+            pending = None
+            continue
+        if not is_high:
+            return start
+        pending = (start, match.end())
+    return None if pending is None else pending[0]
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -24,10 +24,10 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Final, Literal, TypeAlias
+from typing import Annotated, Any, Final, Literal, ParamSpec, TypeAlias, TypeVar
 
 import msgspec
 
@@ -48,9 +48,10 @@ STATUS_TOPIC_FILTER: Final = f"{TOPIC_PREFIX}/+/{STATUS_CHANNEL}"
 MAX_PAYLOAD_BYTES: Final = 1024 * 1024
 MAX_READINGS_PER_BATCH: Final = 2000
 
-PROBE_ID_RE: Final = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+# \Z, not $: "$" also matches before a trailing newline, and "cb-001\n" is not a probe id.
+PROBE_ID_RE: Final = r"^[a-z0-9][a-z0-9_-]{0,63}\Z"
 _PROBE_ID_MATCH = re.compile(PROBE_ID_RE).match
-BOOT_ID_RE: Final = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+BOOT_ID_RE: Final = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z"
 # The outbox id of readings sent by probes that predate it (and of offline imports
 # without one): the nil UUID.
 NIL_OUTBOX_ID: Final = "00000000-0000-0000-0000-000000000000"
@@ -87,8 +88,10 @@ OutboxId: TypeAlias = Annotated[
         pattern=BOOT_ID_RE,
     ),
 ]
-# seq is a bigint in the database: anything above 2**63-1 is refused at the door.
-Sequence: TypeAlias = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+# seq is a bigint in the database, and the ledger keeps ranges [first, last + 1): the
+# largest seq is one below PostgreSQL's largest bigint.
+MAX_SEQ: Final = 2**63 - 2
+Sequence: TypeAlias = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
 UtcTime: TypeAlias = Annotated[
     datetime,
     _expects("RFC 3339 date-time with a timezone, e.g. 2026-11-22T08:15:00Z", tz=True),
@@ -375,14 +378,14 @@ def parse_topic(topic: str) -> TopicAddress:
     parts = topic.split("/")
     if len(parts) != 4 or parts[0] != "coverwatch":
         raise ProtocolError(
-            f"topic {topic!r} is not of the form coverwatch/v{PROTOCOL_VERSION}/<probe_id>/"
+            f"topic {_brief(topic)} is not of the form coverwatch/v{PROTOCOL_VERSION}/<probe_id>/"
             f"{READINGS_CHANNEL}|{STATUS_CHANNEL}",
             field="topic",
         )
     version, probe_id, channel = parts[1], parts[2], parts[3]
     if version != f"v{PROTOCOL_VERSION}":
         raise ProtocolError(
-            f"unsupported topic version {version!r}: this side speaks v{PROTOCOL_VERSION}; "
+            f"unsupported topic version {_brief(version)}: this side speaks v{PROTOCOL_VERSION}; "
             "upgrade the collector before the probes",
             field="topic",
         )
@@ -392,16 +395,22 @@ def parse_topic(topic: str) -> TopicAddress:
     if channel == STATUS_CHANNEL:
         return TopicAddress(probe_id, "status")
     raise ProtocolError(
-        f"unknown channel {channel!r}: expected {READINGS_CHANNEL!r} or {STATUS_CHANNEL!r}",
+        f"unknown channel {_brief(channel)}: expected {READINGS_CHANNEL!r} or {STATUS_CHANNEL!r}",
         field="topic",
     )
+
+
+def _brief(text: str, limit: int = 80) -> str:
+    """repr() of a value from the wire, cut so a 64 KB topic cannot make a 64 KB error."""
+    shown = repr(text)
+    return shown if len(shown) <= limit else f"{shown[: limit - 3]}...' ({len(text)} chars)"
 
 
 def _check_probe_id(probe_id: str, *, field: str = "probe_id") -> None:
     if not _PROBE_ID_MATCH(probe_id):
         raise ProtocolError(
             f"expected probe id of 1-64 lowercase letters, digits, '-' or '_' "
-            f"(e.g. cb-001), got {probe_id!r}",
+            f"(e.g. cb-001), got {_brief(probe_id)}",
             field=field,
         )
 
@@ -439,7 +448,13 @@ def encode(message: ReadingsBatch | ProbeStatus | CommitAck) -> bytes:
     return _batch_encoder.encode(message)
 
 
-def _never_raises_other_errors(decode: Any) -> Any:
+_Params = ParamSpec("_Params")
+_Result = TypeVar("_Result")
+
+
+def _never_raises_other_errors(
+    decode: Callable[_Params, _Result],
+) -> Callable[_Params, _Result]:
     """Turn anything but a ProtocolError escaping a decoder into a ProtocolError.
 
     msgspec raises RecursionError for JSON nested deeper than the interpreter's stack
@@ -449,9 +464,9 @@ def _never_raises_other_errors(decode: Any) -> Any:
     """
 
     @functools.wraps(decode)
-    def guarded(topic: str, payload: bytes) -> Any:
+    def guarded(*args: _Params.args, **kwargs: _Params.kwargs) -> _Result:
         try:
-            return decode(topic, payload)
+            return decode(*args, **kwargs)
         except ProtocolError:
             raise
         except RecursionError:
@@ -510,7 +525,9 @@ def decode_ack(topic: str, payload: bytes) -> CommitAck:
     expected_prefix = f"{TOPIC_PREFIX}/"
     suffix = f"/{ACK_CHANNEL}"
     if not (topic.startswith(expected_prefix) and topic.endswith(suffix)):
-        raise ProtocolError(f"expected an {ACK_CHANNEL!r} topic, got {topic!r}", field="topic")
+        raise ProtocolError(
+            f"expected an {ACK_CHANNEL!r} topic, got {_brief(topic)}", field="topic"
+        )
     probe_id = topic[len(expected_prefix) : -len(suffix)]
     _check_probe_id(probe_id, field="topic")
     _check_size(payload)
@@ -521,7 +538,8 @@ def decode_ack(topic: str, payload: bytes) -> CommitAck:
         raise _explain(error, payload, CommitAck) from None
     if ack.probe_id != probe_id:
         raise ProtocolError(
-            f"probe id {ack.probe_id!r} does not match the topic's probe id {probe_id!r}",
+            f"probe id {_brief(ack.probe_id)} does not match the topic's probe id "
+            f"{_brief(probe_id)}",
             field="probe_id",
         )
     for index, (first, last) in enumerate(ack.committed):
@@ -536,7 +554,7 @@ def _expect_channel(topic: str, channel: str) -> TopicAddress:
     address = parse_topic(topic)
     if address.channel != channel:
         raise ProtocolError(
-            f"expected a {channel!r} topic, got {topic!r}",
+            f"expected a {_brief(channel)} topic, got {_brief(topic)}",
             field="topic",
         )
     return address
@@ -553,8 +571,8 @@ def _check_size(payload: bytes) -> None:
 def _check_probe_matches(address: TopicAddress, probe_id: str) -> None:
     if address.probe_id != probe_id:
         raise ProtocolError(
-            f"probe id {probe_id!r} does not match the topic's probe id "
-            f"{address.probe_id!r}; a probe may publish only under its own topic",
+            f"probe id {_brief(probe_id)} does not match the topic's probe id "
+            f"{_brief(address.probe_id)}; a probe may publish only under its own topic",
             field="probe_id",
         )
 
@@ -599,6 +617,7 @@ def _decode_readings_slowly(payload: bytes) -> DecodedBatch:
 
 # ------------------------------------------------------- human-readable validation errors
 
+_LONE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _AT_PATH = re.compile(r"^(?P<message>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
 _MISSING_FIELD = re.compile(r"^Object missing required field `(?P<name>[^`]+)`$")
 _PATH_TOKEN = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
@@ -620,6 +639,12 @@ def _explain(
             field=prefix or None,
         )
     if not isinstance(error, msgspec.ValidationError):
+        if _LONE_SURROGATE.search(payload):
+            return ProtocolError(
+                "JSON holds a lone UTF-16 surrogate escape (e.g. \\ud800), which is not "
+                "valid Unicode; escape whole characters or send UTF-8",
+                field=prefix or None,
+            )
         return ProtocolError(f"payload is not valid UTF-8 JSON ({error})", field=prefix or None)
     text = str(error)
     match = _AT_PATH.match(text)
@@ -652,14 +677,19 @@ def _format_path(steps: list[str | int]) -> str:
     return "".join(f"[{step}]" if isinstance(step, int) else f".{step}" for step in steps)
 
 
+_UNDECODABLE: Final = object()  # a document the generic decoder cannot read either
+
+
 def _generic_value(payload: bytes) -> Any:
     try:
         return _generic_decoder.decode(payload)
     except _DECODE_ERRORS:
-        return None
+        return _UNDECODABLE
 
 
 def _value_at(document: Any, steps: list[str | int]) -> tuple[bool, Any]:
+    if document is _UNDECODABLE:
+        return False, None
     node = document
     for step in steps:
         if isinstance(step, int):

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +11,9 @@ from coverwatch.errors import ConfigError
 from coverwatch.settings import DATABASE_URL_ENV
 from geo import database, registry, report
 from geo.coverage import TimeWindow
+from geo.params import parse_window
 from geo.status import DEFAULT_RADIUS_M
 from geo.thresholds import DEFAULT_THRESHOLDS, Thresholds, parse_threshold
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def register(commands: Any) -> None:
@@ -124,32 +120,6 @@ def _tile_options(parser: argparse.ArgumentParser) -> None:
         "(default: none; boundaries and villages are drawn as vectors)",
     )
     parser.add_argument("--tiles-attribution", help="attribution shown for --tiles")
-
-
-def parse_window(
-    since: str | None, window: str | None, *, now: datetime | None = None
-) -> TimeWindow:
-    end = now or datetime.now(UTC)
-    if since:
-        try:
-            start = datetime.fromisoformat(since)
-        except ValueError:
-            raise ConfigError(
-                "--since",
-                f"cannot read {since!r} as a date",
-                "write it as 2026-11-01 or 2026-11-01T08:00:00+07:00",
-            ) from None
-        if start.tzinfo is None:
-            start = start.replace(tzinfo=UTC)
-        if start >= end:
-            raise ConfigError("--since", f"{since} is not in the past", "give an earlier date")
-        return TimeWindow(start, end)
-    match = _DURATION.match((window or "30d").strip())
-    if not match or float(match[1]) <= 0:
-        raise ConfigError(
-            "--window", f"cannot read {window!r} as a duration", "write e.g. 12h, 30d or 4w"
-        )
-    return TimeWindow.last(timedelta(seconds=float(match[1]) * _UNIT_S[match[2]]), now=end)
 
 
 def _import(args: argparse.Namespace) -> int:

@@ -36,6 +36,7 @@ import shapely
 from psycopg.types.json import Jsonb
 
 from coverwatch.errors import CoverwatchError
+from geo.params import text_allowed, text_problem
 
 GridPower: TypeAlias = Literal["yes", "no", "unknown"]
 BoundaryLevel: TypeAlias = Literal["province", "district", "commune"]
@@ -152,6 +153,21 @@ def _clean_text(value: Any) -> str:
         return ""
     text = unicodedata.normalize("NFC", str(value))
     return " ".join(text.split())
+
+
+def _text_field(value: Any, field_name: str) -> str:
+    """A name as it is stored: clean text of at most MAX_TEXT_CHARS, no control characters.
+
+    PostgreSQL text cannot hold NUL, and the four names of a village must fit in one
+    entry of the unique index on them.
+    """
+    text = _clean_text(value)
+    if not text:
+        return text
+    problem = text_problem(text)
+    if problem is not None:
+        raise _RowError(field_name, f"{problem}; allowed: {text_allowed()}")
+    return text
 
 
 def _canonical_fields(
@@ -283,7 +299,7 @@ def _village_from(
     area: dict[str, Any] | None = None,
     allow_outside: bool = False,
 ) -> VillageRecord:
-    name = _clean_text(fields.get("name"))
+    name = _text_field(fields.get("name"), "name")
     if not name:
         raise _RowError("name", "is missing")
     if position is None or "lon" in fields or "lat" in fields:
@@ -294,9 +310,9 @@ def _village_from(
     _check_position(lon, lat, where, problems, allow_outside=allow_outside)
     return VillageRecord(
         name=name,
-        commune=_clean_text(fields.get("commune")),
-        district=_clean_text(fields.get("district")),
-        province=_clean_text(fields.get("province")),
+        commune=_text_field(fields.get("commune"), "commune"),
+        district=_text_field(fields.get("district"), "district"),
+        province=_text_field(fields.get("province"), "province"),
         lon=lon,
         lat=lat,
         population=_count(fields.get("population"), "population"),
@@ -339,7 +355,10 @@ def parse_villages_csv(text: str, *, allow_outside_vietnam: bool = False) -> Par
     except csv.Error:
         dialect = csv.excel
     reader = csv.reader(io.StringIO(text), dialect)
-    header = next(reader, None)
+    try:
+        header = next(reader, None)
+    except csv.Error as error:
+        raise CoverwatchError(f"line 1: unreadable CSV: {error}") from None
     if not header:
         raise CoverwatchError("the CSV file is empty (expected a header line first)")
     header_fields = [_FIELD_OF.get(_normalise_key(column)) for column in header]
@@ -360,6 +379,8 @@ def parse_villages_csv(text: str, *, allow_outside_vietnam: bool = False) -> Par
                 values = next(reader)
             except StopIteration:
                 return
+            except csv.Error as error:  # e.g. a field over csv.field_size_limit()
+                raise CoverwatchError(f"line {line}: unreadable CSV: {error}") from None
             if not any(value.strip() for value in values):
                 continue
             fields: dict[str, Any] = {}
@@ -440,7 +461,7 @@ def parse_boundaries_geojson(data: Any, *, level: BoundaryLevel | None = None) -
     def build(where: str, feature: Any) -> BoundaryRecord:
         properties, geometry = _feature_parts(feature)
         fields = _canonical_fields(properties, where, parsed.problems, warn_unknown=False)
-        name = _clean_text(fields.get("name"))
+        name = _text_field(fields.get("name"), "name")
         if not name:
             raise _RowError("name", "is missing")
         raw_level = fields.get("level")
@@ -455,7 +476,9 @@ def parse_boundaries_geojson(data: Any, *, level: BoundaryLevel | None = None) -
         if geometry is None:
             raise _RowError("geometry", "is missing")
         shape = _polygon(geometry, where, parsed.problems)
-        parent = _clean_text(fields.get("parent") or fields.get(_PARENT_FIELD.get(found, "")))
+        parent = _text_field(
+            fields.get("parent") or fields.get(_PARENT_FIELD.get(found, "")), "parent"
+        )
         bounds = tuple(float(b) for b in shape.bounds)
         return BoundaryRecord(
             level=found,

@@ -1,4 +1,4 @@
-"""``coverwatch probes add|revoke`` and ``coverwatch deploy init``."""
+"""``coverwatch probes add|revoke`` and ``coverwatch deploy init|add-collector|acl``."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ def _register_deploy(commands: Any) -> None:
         help="generate .env passwords, a CA, the broker certificate and password file",
         description="Write <dir>/.env and <dir>/secrets/ (git-ignored): random passwords, "
         "a small CA, the broker's TLS certificate for --broker-host, and the Mosquitto "
-        "password file with the collector's user. Refuses to overwrite an existing .env.",
+        "password file and ACL with the collectors' users. Refuses to overwrite an "
+        "existing .env.",
     )
     init.add_argument(
         "--dir", type=Path, default=DEFAULT_DEPLOY_DIR, help="deploy directory (default: deploy)"
@@ -48,7 +49,38 @@ def _register_deploy(commands: Any) -> None:
         action="store_true",
         help="replace every secret (all probes then need new kits)",
     )
+    init.add_argument(
+        "--collectors",
+        type=int,
+        default=1,
+        metavar="N",
+        help="broker users for N collectors sharing the load (collector, collector-2, …; "
+        "the broker binds each session to its user, so each collector needs its own; "
+        "default: 1)",
+    )
     init.set_defaults(handler=_deploy_init)
+    add_collector = actions.add_parser(
+        "add-collector",
+        help="give one more collector a broker user (collector-<n>) and rewrite the ACL",
+        description="Add the broker user collector-<n> (next free n) to secrets/passwd, its "
+        "password to .env as COLLECTOR_<n>_MQTT_PASSWORD, and rewrite secrets/acl. Then "
+        "add a collector service using them to compose.yaml and reload the broker.",
+    )
+    add_collector.add_argument(
+        "--dir", type=Path, default=DEFAULT_DEPLOY_DIR, help="deploy directory (default: deploy)"
+    )
+    add_collector.set_defaults(handler=_deploy_add_collector)
+    acl = actions.add_parser(
+        "acl",
+        help="rewrite secrets/acl for the collector users in secrets/passwd",
+        description="Write the broker ACL (secrets/acl) again from the collector users in "
+        "secrets/passwd: for a deployment made before the ACL was generated, or after "
+        "upgrading coverwatch. Then reload the broker.",
+    )
+    acl.add_argument(
+        "--dir", type=Path, default=DEFAULT_DEPLOY_DIR, help="deploy directory (default: deploy)"
+    )
+    acl.set_defaults(handler=_deploy_acl)
 
 
 def _register_probes(commands: Any) -> None:
@@ -76,7 +108,8 @@ def _register_probes(commands: Any) -> None:
         "add",
         help="register a probe and write its kit (probe.toml, password, CA, sheet)",
         description="Create or update the probe in the registry, give it broker credentials "
-        "(user = probe id, allowed to publish only under coverwatch/v1/<id>/) and write a "
+        "(user = probe id = client id, allowed to publish only its readings and status "
+        "and read only its commit acks) and write a "
         "kit for the technician to <deploy-dir>/probes/<id>/. Running it again for the same "
         "probe updates the registry and keeps the password unless --new-password.",
     )
@@ -126,6 +159,7 @@ def _deploy_init(args: argparse.Namespace) -> int:
         broker_host=args.broker_host,
         force=args.force,
         renew_broker_cert=args.renew_broker_cert,
+        collectors=args.collectors,
     )
     for path in result.created:
         print(f"wrote {path}")
@@ -134,6 +168,32 @@ def _deploy_init(args: argparse.Namespace) -> int:
         print("restart the broker: cd deploy && docker compose restart mosquitto")
     else:
         print(f"next: cd {args.dir} && docker compose up -d --build; then coverwatch probes add")
+    return 0
+
+
+def _deploy_add_collector(args: argparse.Namespace) -> int:
+    from provisioning.deploy import add_collector
+    from provisioning.probes import RELOAD_HINT
+
+    added = add_collector(args.dir)
+    print(f"broker user {added.username}: password in {args.dir}/.env as {added.password_key}")
+    print(f"wrote {added.acl}")
+    print(
+        f"next: copy the collector service in compose.yaml with COVERWATCH_MQTT_URL="
+        f"mqtts://{added.username}:${{{added.password_key}:?…}}@mosquitto:8883, "
+        f"COVERWATCH_CLIENT_ID={added.username} and COVERWATCH_SHARED_GROUP on every "
+        "collector (deploy/README.md)"
+    )
+    print(RELOAD_HINT)
+    return 0
+
+
+def _deploy_acl(args: argparse.Namespace) -> int:
+    from provisioning.deploy import DeployLayout, write_acl
+    from provisioning.probes import RELOAD_HINT
+
+    print(f"wrote {write_acl(DeployLayout(args.dir))}")
+    print(RELOAD_HINT)
     return 0
 
 

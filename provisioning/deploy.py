@@ -8,17 +8,25 @@ Everything generated lives under the deploy directory and is git-ignored
     secrets/ca.key       the CA's key (mode 600; keep a copy offline)
     secrets/broker.crt   the broker's TLS certificate, SAN = broker host, mosquitto, localhost
     secrets/broker.key
-    secrets/passwd       Mosquitto password file: the collector, then one line per probe
+    secrets/passwd       Mosquitto password file: the collector(s), then one line per probe
+    secrets/acl          Mosquitto ACL: probes confined to their own topics, a block per
+                         collector user (provisioning/broker.py)
     data/mosquitto/      Mosquitto's persistence (bind-mounted, owned by the same uid)
     probes/<id>/         one kit per probe (coverwatch probes add)
 
 There are no default passwords: each is ``secrets.token_urlsafe`` (URL-safe, so it can sit
 in a ``mqtts://user:password@`` or ``postgresql://`` URL unquoted).
+
+The broker takes a client's user name as its client id (``use_username_as_clientid``), so
+each collector needs a broker user of its own: ``collector`` (password
+``COLLECTOR_MQTT_PASSWORD``), then ``collector-2`` (``COLLECTOR_2_MQTT_PASSWORD``), … made
+by ``init --collectors N`` or, later, ``add_collector``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,16 +34,23 @@ from pathlib import Path
 
 from coverwatch.errors import CoverwatchError
 from provisioning import certs
+from provisioning.broker import COLLECTOR_USER as COLLECTOR_USER  # re-exported
+from provisioning.broker import (
+    acl_text,
+    collector_number,
+    collector_password_key,
+    collector_user,
+    collector_users,
+)
 from provisioning.passwords import PasswordFile, new_password, write_private
 
-COLLECTOR_USER = "collector"
-# Broker user names a probe id may not take (probe ids share the namespace).
-RESERVED_USERS = frozenset({COLLECTOR_USER})
+# The secrets every deployment has (the first collector's broker password included);
+# collectors beyond the first add COLLECTOR_<n>_MQTT_PASSWORD.
 SECRET_KEYS = (
     "POSTGRES_PASSWORD",
     "GRAFANA_ADMIN_PASSWORD",
     "GRAFANA_DB_PASSWORD",
-    "COLLECTOR_MQTT_PASSWORD",
+    collector_password_key(1),
 )
 SERVICE_HOST_NAMES = ("mosquitto", "localhost", "127.0.0.1")
 
@@ -71,6 +86,10 @@ class DeployLayout:
     @property
     def password_file(self) -> PasswordFile:
         return PasswordFile(self.secrets / "passwd")
+
+    @property
+    def acl(self) -> Path:
+        return self.secrets / "acl"
 
     @property
     def mosquitto_data(self) -> Path:
@@ -123,8 +142,15 @@ def init(
     renew_broker_cert: bool = False,
     uid: int | None = None,
     gid: int | None = None,
+    collectors: int = 1,
 ) -> InitResult:
-    """Generate the deployment's secrets (or only a new broker certificate)."""
+    """Generate the deployment's secrets (or only a new broker certificate).
+
+    ``collectors`` broker users are made for collectors (each holds its own persistent
+    session; several share the load through a ``$share`` subscription).
+    """
+    if collectors < 1:
+        raise CoverwatchError(f"--collectors {collectors}: a deployment needs at least one")
     layout = DeployLayout(root)
     existing = read_env(layout.env_file)
     if renew_broker_cert:
@@ -148,19 +174,67 @@ def init(
         ca_key=ca_key,
     )
     values = {key: new_password() for key in SECRET_KEYS}
+    for number in range(2, collectors + 1):
+        values[collector_password_key(number)] = new_password()
     values["BROKER_HOST"] = host
     values["COVERWATCH_UID"] = str(os.getuid() if uid is None else uid)
     values["COVERWATCH_GID"] = str(os.getgid() if gid is None else gid)
     passwords = layout.password_file
     if force and passwords.path.exists():
         passwords.path.unlink()  # old probe credentials go with the old CA
-    passwords.set(COLLECTOR_USER, values["COLLECTOR_MQTT_PASSWORD"])
+    for number in range(1, collectors + 1):
+        passwords.set(collector_user(number), values[collector_password_key(number)])
     _write_env(layout.env_file, values)
+    write_acl(layout)
     return InitResult(
         layout,
         host,
-        (layout.env_file, ca_certificate, ca_key, *broker, passwords.path),
+        (layout.env_file, ca_certificate, ca_key, *broker, passwords.path, layout.acl),
     )
+
+
+def write_acl(layout: DeployLayout) -> Path:
+    """(Re)write ``secrets/acl`` for the collector users in ``secrets/passwd``."""
+    users = collector_users(layout.password_file.entries())
+    if not users:
+        raise CoverwatchError(
+            f"{layout.password_file.path} has no collector user: run coverwatch deploy init "
+            f"--dir {layout.root} (or coverwatch deploy add-collector)"
+        )
+    write_private(layout.acl, acl_text(users))
+    return layout.acl
+
+
+_NUMBERED_PASSWORD_KEY = re.compile(r"^COLLECTOR_([0-9]+)_MQTT_PASSWORD$")
+
+
+@dataclass(frozen=True)
+class NewCollector:
+    username: str
+    password_key: str
+    acl: Path
+
+
+def add_collector(root: Path) -> NewCollector:
+    """Give one more collector a broker user: password in ``.env``, ``passwd`` and ACL.
+
+    The new user is ``collector-<n>`` for the next free n; its password goes into ``.env``
+    as ``COLLECTOR_<n>_MQTT_PASSWORD`` (compose reads it from there). The broker needs a
+    reload (SIGHUP) to see the user and the ACL.
+    """
+    layout = DeployLayout(root)
+    env = read_env(layout.env_file)
+    if not env:
+        raise CoverwatchError(f"{layout.env_file} is missing: run coverwatch deploy init first")
+    passwords = layout.password_file
+    taken = {collector_number(user) for user in passwords.entries()}
+    taken |= {int(match[1]) for key in env if (match := _NUMBERED_PASSWORD_KEY.match(key))}
+    number = next(n for n in range(2, len(taken) + 3) if n not in taken)
+    username, key = collector_user(number), collector_password_key(number)
+    password = new_password()
+    passwords.set(username, password)
+    _write_env(layout.env_file, {**env, key: password})
+    return NewCollector(username, key, write_acl(layout))
 
 
 def _renew(layout: DeployLayout, existing: dict[str, str], broker_host: str | None) -> InitResult:

@@ -1,8 +1,9 @@
 """``coverwatch probes add|revoke``: registry entry, broker credentials and the probe kit.
 
 ``add`` upserts the probe into the ``probes`` table, gives it a broker user named after
-its id (the ACL's ``pattern write coverwatch/v1/%u/#`` then lets it publish only under its
-own topic) and writes a kit for the technician under ``<deploy>/probes/<id>/``:
+its id (the broker takes the user name as the client id, and the ACL's ``%u`` patterns
+let it publish only its own readings and status and read only its own commit acks; see
+provisioning/broker.py) and writes a kit for the technician under ``<deploy>/probes/<id>/``:
 ``probe.toml`` (agent/config.py's format), ``mqtt-password``, ``ca.crt`` and a printable
 ``sheet.txt``. ``revoke`` removes the broker user and marks the probe revoked; its
 readings stay. Mosquitto reads the password file again on SIGHUP:
@@ -22,7 +23,8 @@ from typing import Any
 from coverwatch import protocol
 from coverwatch.errors import CoverwatchError
 from coverwatch.settings import MQTTS_PORT, redact_url
-from provisioning.deploy import RESERVED_USERS, DeployLayout, read_env
+from provisioning.broker import RESERVED_PREFIX, is_reserved_probe_id
+from provisioning.deploy import DeployLayout, read_env
 from provisioning.passwords import new_password, verify, write_private
 
 PI_CONFIG_DIR = "/etc/coverwatch"
@@ -57,8 +59,11 @@ def check_entry(entry: ProbeEntry) -> None:
             f"--id {entry.probe_id!r}: use 1-64 lowercase letters, digits, '-' or '_', "
             "starting with a letter or digit, e.g. cb-001"
         )
-    if entry.probe_id in RESERVED_USERS:
-        problems.append(f"--id {entry.probe_id!r} is reserved for the server's own broker user")
+    if is_reserved_probe_id(entry.probe_id):
+        problems.append(
+            f"--id {entry.probe_id!r}: ids starting with {RESERVED_PREFIX!r} are reserved for "
+            "the collectors' broker users"
+        )
     if not -180 <= entry.lon <= 180:
         problems.append(f"--lon {entry.lon}: must be between -180 and 180")
     if not -90 <= entry.lat <= 90:

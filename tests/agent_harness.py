@@ -44,8 +44,13 @@ def write_probe_config(
     state_dir: Path,
     interval_s: int = 1,
     extra: str = "",
+    confirm_grace_s: float = 2.0,
 ) -> Path:
-    """A probe.toml measuring only what works on any Linux box (power, system)."""
+    """A probe.toml measuring only what works on any Linux box (power, system).
+
+    Unconfirmed readings go out again ``confirm_grace_s`` after a reconnect (30 s in
+    production), so tests that break the connection need not wait long.
+    """
     path.write_text(
         f"""
 [probe]
@@ -58,6 +63,7 @@ url = "{url.with_credentials()}"
 backoff_min_s = 0.2
 backoff_max_s = 1.0
 keepalive_s = 10
+confirm_grace_s = {confirm_grace_s}
 
 [sensors.cellular]
 enabled = false

@@ -148,3 +148,62 @@ def test_config_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     bad = write(tmp_path, '[probe]\nid = "x"\n[mqtt]\nurl = "mqtt://h"\nkeepalive_s = 1\n')
     assert probe_main(["config", "check", "--config", str(bad)]) == 2
     assert "keepalive_s must be at least 5" in capsys.readouterr().err
+
+
+def uncomment_every_option(sample: str) -> str:
+    """The sample with every ``# key = default`` line made live (``##`` help stays)."""
+    return "\n".join(
+        line[2:] if line.startswith("# ") and " = " in line else line
+        for line in sample.splitlines()
+    )
+
+
+def test_sample_with_every_option_uncommented_is_a_valid_config(tmp_path: Path) -> None:
+    text = uncomment_every_option(SAMPLE.read_text(encoding="utf-8"))
+    text = text.replace('id = ""', 'id = "cb-001"').replace('url = ""', 'url = "mqtt://h:1883"')
+    assert "\n# " not in text.split("\n[probe]\n", 1)[1]  # nothing left commented out
+    config = probe_config.load(write(tmp_path, text), environ={})
+    latency_schedule, latency = config.sensors["latency"]
+    assert latency_schedule.interval_s == 300
+    assert latency.packet_interval_s == 0.2
+    for name, (schedule, settings) in config.sensors.items():
+        plugin = registered()[name]
+        assert schedule.enabled is plugin.enabled_by_default
+        assert settings == plugin.settings_type()  # every default, as declared
+
+
+def test_no_sensor_option_reuses_a_schedule_name() -> None:
+    """[sensors.<name>] enabled and interval_s belong to the schedule of every sensor."""
+    for name, plugin in registered().items():
+        options = {field.name for field in dataclasses.fields(plugin.settings_type)}
+        assert not options & {"enabled", "interval_s"}, f"sensor {name} reuses {options}"
+
+
+def test_latency_packet_interval_is_its_own_option(tmp_path: Path) -> None:
+    text = MINIMAL + "\n[sensors.latency]\ninterval_s = 600\npacket_interval_s = 0.5\n"
+    schedule, settings = probe_config.load(write(tmp_path, text), environ={}).sensors["latency"]
+    assert (schedule.interval_s, settings.packet_interval_s) == (600, 0.5)
+
+
+def test_the_old_latency_interval_is_refused_with_a_hint_naming_the_new_key(
+    tmp_path: Path,
+) -> None:
+    # A file written for the old meaning: the gap between ping packets.
+    old = MINIMAL + "\n[sensors.latency]\ninterval_s = 0.2\n"
+    with pytest.raises(probe_config.ProbeConfigError) as caught:
+        probe_config.load(write(tmp_path, old), environ={})
+    assert caught.value.problems == [
+        "[sensors.latency] interval_s: expected whole seconds >= 1, got 0.2; interval_s is "
+        "how often the sensor runs, and the gap between the probes to one target is now "
+        "packet_interval_s (e.g. packet_interval_s = 0.2)"
+    ]
+    # The old sample uncommented set interval_s twice in [sensors.latency].
+    both = MINIMAL + "\n[sensors.latency]\ninterval_s = 300\ncount = 10\ninterval_s = 0.2\n"
+    with pytest.raises(probe_config.ProbeConfigError) as caught:
+        probe_config.load(write(tmp_path, both), environ={})
+    assert "[sensors.latency] sets interval_s twice" in str(caught.value)
+    assert "rename that line to packet_interval_s = ..." in str(caught.value)
+    # Any other key set twice gets the plain hint.
+    twice = MINIMAL + "\n[outbox]\nmax_readings = 100\nmax_readings = 200\n"
+    with pytest.raises(probe_config.ProbeConfigError, match="a key is set twice"):
+        probe_config.load(write(tmp_path, twice), environ={})

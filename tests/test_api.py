@@ -14,7 +14,7 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from collector import schema
-from geo import web
+from geo import params, web
 from tests.test_geo_coverage import START
 from tests.test_map import seed_map
 
@@ -220,6 +220,66 @@ def test_openapi_documents_the_endpoints(client: TestClient[Litestar]) -> None:
     assert "post" in paths["/api/villages"]
     parameters = {p["name"] for p in paths["/api/villages"]["get"]["parameters"]}
     assert {"operator", "province", "status", "window", "since", "radius_km"} <= parameters
+
+
+def test_openapi_says_what_the_server_does(client: TestClient[Litestar]) -> None:
+    """Auth, media types, every status, and each parameter's rule as the server checks it."""
+    spec = client.get("/schema/openapi.json").json()
+    paths = spec["paths"]
+    assert spec["components"]["securitySchemes"] == {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "the write token: the content of the file given to "
+            "`coverwatch serve --write-token-file` (at least 16 characters)",
+        }
+    }
+    write = paths["/api/villages"]["post"]
+    assert write["security"] == [{"bearer": []}]
+    assert set(write["responses"]) == {"200", "400", "401", "403", "413", "415", "503"}
+    assert write["responses"]["401"]["headers"]["WWW-Authenticate"]["required"] is True
+    assert set(write["requestBody"]["content"]) == {
+        "text/csv",
+        "application/geo+json",
+        "application/json",
+    }
+    reads = [(path, item["get"]) for path, item in paths.items() if "get" in item]
+    assert {path for path, _ in reads} == {
+        "/api/health",
+        "/api/probes",
+        "/api/villages",
+        "/api/deadzones",
+        "/api/uncovered",
+        "/map",
+    }
+    for path, operation in reads:
+        assert "security" not in operation, path  # reads are public
+        for parameter in operation.get("parameters", []):
+            assert "oneOf" not in parameter["schema"], (path, parameter)  # no null in a query
+        if path != "/api/health":
+            assert set(operation["responses"]) == {"200", "400", "503"}, path
+            for status in ("400", "503"):
+                assert set(operation["responses"][status]["content"]) == {"application/json"}
+
+    def media_types(path: str) -> set[str]:
+        return set(paths[path]["get"]["responses"]["200"]["content"])
+
+    assert media_types("/api/villages") == {"application/geo+json"}
+    assert media_types("/api/deadzones") == {"application/geo+json"}
+    assert media_types("/map") == {"text/html"}
+    assert media_types("/api/uncovered") == {"application/json", "text/csv", "text/plain"}
+    assert set(paths["/api/health"]["get"]["responses"]) == {"200", "503"}
+
+    schemas = {p["name"]: p["schema"] for p in paths["/api/uncovered"]["get"]["parameters"]}
+    assert schemas["window"]["pattern"] == params.DURATION_PATTERN
+    assert "at most 3650d" in schemas["window"]["description"]
+    assert schemas["since"]["pattern"] == params.SINCE_PATTERN
+    assert (schemas["limit"]["type"], schemas["limit"]["maximum"]) == ("integer", 100_000)
+    assert (schemas["radius_km"]["exclusiveMinimum"], schemas["radius_km"]["maximum"]) == (0, 100)
+    assert schemas["format"]["enum"] == ["json", "csv", "table"]
+    assert schemas["province"]["maxLength"] == 100
+    dead = {p["name"]: p["schema"] for p in paths["/api/deadzones"]["get"]["parameters"]}["dead"]
+    assert dead["enum"] == ["none", "none,poor"]
 
 
 VILLAGES_CSV = (

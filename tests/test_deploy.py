@@ -3,7 +3,8 @@
 Docker is not installable from Debian reliably and cannot run here, so ``docker compose
 config`` runs only where ``docker compose`` works (and skips, saying so, elsewhere — not a
 CI failure); the compose file is otherwise parsed with PyYAML. The broker config and ACL
-are exercised against a real Mosquitto in tests/test_provisioning_broker.py.
+are exercised against a real Mosquitto in tests/test_provisioning_broker.py and
+tests/test_broker_hardening.py.
 """
 
 from __future__ import annotations
@@ -17,13 +18,20 @@ from typing import Any
 import pytest
 import yaml
 
+from coverwatch import protocol
+from coverwatch.localservices.broker import (
+    MAX_PACKET_BYTES,
+    MAX_PROBE_ID_LENGTH,
+    max_publish_header_bytes,
+)
 from dashboards.model import DEFAULT_DATASOURCE_UID
-from provisioning import deploy
+from provisioning import broker, deploy
 from tests.conftest import skip_unless_ci
 from tests.helpers import REPO
 
 DEPLOY = REPO / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
+MOSQUITTO_CONF = DEPLOY / "mosquitto" / "mosquitto.conf"
 # Defaults people leave in place; none may appear as a value anywhere in deploy/.
 KNOWN_DEFAULTS = (
     "admin", "changeme", "change_me", "password", "postgres", "secret",
@@ -102,21 +110,69 @@ def test_grafana_is_provisioned_with_the_datasource_uid_and_the_dashboards() -> 
     assert (REPO / "dashboards" / "json" / "fleet.json").exists()
 
 
-def test_mosquitto_config_has_what_the_collector_relies_on() -> None:
+def mosquitto_settings() -> dict[str, list[str]]:
     settings: dict[str, list[str]] = {}
-    for line in (DEPLOY / "mosquitto" / "mosquitto.conf").read_text().splitlines():
+    for line in MOSQUITTO_CONF.read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             key, _, value = line.partition(" ")
             settings.setdefault(key, []).append(value.strip())
+    return settings
+
+
+def test_mosquitto_config_has_what_the_collector_relies_on() -> None:
+    settings = mosquitto_settings()
     assert settings["max_inflight_messages"] == ["1000"]
     assert settings["max_queued_messages"] == ["100000"]
     assert settings["persistence"] == ["true"]
     assert settings["allow_anonymous"] == ["false"]
     assert settings["listener"] == ["8883"], "TLS only: no plain listener"
     assert {"cafile", "certfile", "keyfile", "password_file", "acl_file"} <= set(settings)
-    acl = (DEPLOY / "mosquitto" / "acl").read_text()
-    assert "pattern write coverwatch/v1/%u/#" in acl.splitlines()
-    assert f"user {deploy.COLLECTOR_USER}" in acl
+    # Generated with a block per collector user, in the mounted secrets directory.
+    assert settings["acl_file"] == ["/mosquitto/secrets/acl"]
+
+
+def test_max_packet_size_is_the_protocols_limit_plus_the_header() -> None:
+    assert mosquitto_settings()["max_packet_size"] == [str(MAX_PACKET_BYTES)]
+    assert re.fullmatch(protocol.PROBE_ID_RE, "a" * MAX_PROBE_ID_LENGTH)
+    assert not re.fullmatch(protocol.PROBE_ID_RE, "a" * (MAX_PROBE_ID_LENGTH + 1))
+    header = max_publish_header_bytes()
+    assert header == 1 + 4 + 2 + len(protocol.readings_topic("a" * MAX_PROBE_ID_LENGTH)) + 2
+    assert protocol.MAX_PAYLOAD_BYTES + header <= MAX_PACKET_BYTES
+    assert MAX_PACKET_BYTES - protocol.MAX_PAYLOAD_BYTES < 1024, "room for a header, no more"
+
+
+def test_client_ids_are_bound_to_users_on_the_tls_listener() -> None:
+    lines = [line for line in MOSQUITTO_CONF.read_text().splitlines() if line[:1] not in "#"]
+    assert lines.count("use_username_as_clientid true") == 1
+    # A listener option before the listener line makes Mosquitto 2.0 open a second,
+    # plain listener on port 1883 for it.
+    assert lines.index("listener 8883") < lines.index("use_username_as_clientid true")
+
+
+def test_committed_acl_is_what_deploy_init_writes_for_one_collector(tmp_path: Path) -> None:
+    committed = (DEPLOY / "mosquitto" / "acl").read_text()
+    assert committed == broker.acl_text([deploy.COLLECTOR_USER])
+    generated = deploy.init(tmp_path / "d", broker_host="broker.example.org").layout.acl
+    assert generated.read_text() == committed
+    rules = [line for line in committed.splitlines() if line and not line.startswith("#")]
+    assert rules == [
+        "pattern write coverwatch/v1/%u/readings",
+        "pattern write coverwatch/v1/%u/status",
+        "pattern read coverwatch/v1/%u/ack",
+        "user collector",
+        "topic read coverwatch/v1/+/readings",
+        "topic read coverwatch/v1/+/status",
+        "topic read $share/+/coverwatch/v1/+/readings",
+        "topic read $share/+/coverwatch/v1/+/status",
+        "topic write coverwatch/v1/+/ack",
+    ]
+
+
+def test_the_collectors_client_id_is_its_broker_user() -> None:
+    environment = compose()["services"]["collector"]["environment"]
+    user = environment["COVERWATCH_MQTT_URL"].removeprefix("mqtts://").split(":", 1)[0]
+    assert user == deploy.COLLECTOR_USER
+    assert environment["COVERWATCH_CLIENT_ID"] == user
 
 
 def test_no_default_or_literal_password_anywhere_in_deploy() -> None:
@@ -156,8 +212,8 @@ def test_every_compose_password_comes_from_env_and_fails_without_it() -> None:
 def test_generated_secrets_are_git_ignored(tmp_path: Path) -> None:
     if shutil.which("git") is None or not (REPO / ".git").exists():
         pytest.skip("not a git checkout")
-    for path in (".env", "secrets/ca.key", "secrets/passwd", "probes/cb-001/mqtt-password",
-                 "data/mosquitto/mosquitto.db"):  # fmt: skip
+    for path in (".env", "secrets/ca.key", "secrets/passwd", "secrets/acl",
+                 "probes/cb-001/mqtt-password", "data/mosquitto/mosquitto.db"):  # fmt: skip
         result = subprocess.run(
             ["git", "-C", str(REPO), "check-ignore", "-q", f"deploy/{path}"], check=False
         )

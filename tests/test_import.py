@@ -213,3 +213,124 @@ def test_the_documented_example_file_imports(schema_url: str, tmp_path: Path) ->
     assert result.stdout.strip() == (
         "cb-001.jsonl: 2 lines, 2 readings stored, 0 duplicates skipped, 0 rejected"
     )
+
+
+# ------------------------------------------------ hostile files, end to end (issue item 3)
+
+
+def one_reading(probe_id: str, seq: int, **fields: object) -> bytes:
+    return json.dumps({"v": 1, "probe_id": probe_id, "readings": [signal(seq, **fields)]}).encode()
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess[str]) -> None:
+    """A failure a technician can read: no traceback, no blank-line-separated essay."""
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "\n\n" not in result.stderr.strip()
+
+
+def test_hostile_lines_are_rejected_one_by_one_and_the_good_ones_stored(
+    schema_url: str, probe_id: str, tmp_path: Path
+) -> None:
+    pid = probe_id.encode()
+    lines = [
+        # line 1: nested 5,000 deep (a traceback before the fix, and the file refused)
+        b'{"v": 1, "probe_id": "%s", "x": ' % pid + b"[" * 5000 + b"]" * 5000 + b"}",
+        batch_payload(probe_id, range(5)),
+        one_reading(probe_id, 5).replace(b'"monotonic_ms": 1005', b'"monotonic_ms": 1e400'),
+        one_reading(probe_id, 6).replace(b'"monotonic_ms": 1006', b"1" + b"0" * 5000),
+        b'{"v": 1, "probe_id": "%s",\x00}' % pid,
+        one_reading(probe_id, 7, operator_name="Viettel\u0000"),
+        one_reading(probe_id, 8).replace(
+            b'"home"', '"home", "operator_name": "Đi\u00ean"'.encode("cp1258")
+        ),
+        one_reading(probe_id, 9).replace(b'"home"', b'"home", "operator_name": "\\ud800"'),
+        b'{"v": 1, "probe_id": "%s", "x": "' % pid + b"a" * (10 * 1024 * 1024) + b'"}',
+        b"[" * 100_000,
+        batch_payload(probe_id, range(20, 25)),
+    ]
+    export = write_export(tmp_path / "hostile.jsonl", lines)
+    result = coverwatch_import(export, schema_url)
+    assert_clean_failure(result)
+    assert result.returncode == 1, result.stderr
+    rejected = [line for line in result.stderr.splitlines() if ": rejected: " in line]
+    numbers = [int(line.split(":")[1]) for line in rejected]
+    assert numbers == [1, 3, 4, 5, 6, 7, 8, 9, 10], result.stderr
+    assert f"line is {len(lines[8])} bytes, the limit is 1048576" in rejected[7]
+    assert "UTF-8" in rejected[5]
+    assert result.stdout.strip() == (
+        "hostile.jsonl: 11 lines, 10 readings stored, 0 duplicates skipped, 9 rejected "
+        "(kept in dead_letters)"
+    )
+    assert stored_counts(schema_url, probe_id) == (10, 10)
+    topics = query(schema_url, "SELECT topic FROM dead_letters ORDER BY topic")
+    assert sorted(int(topic.rsplit(":", 1)[1]) for (topic,) in topics) == numbers
+
+
+def test_a_gzip_bomb_line_is_skipped_and_the_lines_around_it_stored(
+    schema_url: str, probe_id: str, tmp_path: Path
+) -> None:
+    bomb = b'{"probe_id": "%s", "x": "' % probe_id.encode() + b"0" * (128 * 1024 * 1024)
+    data = b"\n".join([batch_payload(probe_id, range(3)), bomb, batch_payload(probe_id, [3])])
+    export = tmp_path / "bomb.jsonl.gz"
+    export.write_bytes(gzip.compress(data + b"\n", 1))
+    assert export.stat().st_size < 1024 * 1024
+    result = coverwatch_import(export, schema_url)
+    assert_clean_failure(result)
+    assert result.returncode == 1
+    assert f"bomb.jsonl.gz:2: rejected: line is {len(bomb)} bytes, the limit is 1048576" in (
+        result.stderr
+    )
+    assert stored_counts(schema_url, probe_id) == (4, 4)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("utf-16", "line 1 is not JSON (it looks like UTF-16 text; save the file as UTF-8)"),
+        ("deep array", "line 1 is not JSON (it is nested too deeply)"),
+        ("not gzip", "cannot read damaged.jsonl: "),
+        ("directory", "cannot read "),
+    ],
+)
+def test_a_file_that_cannot_be_imported_says_why_in_one_paragraph(
+    schema_url: str, probe_id: str, tmp_path: Path, content: str, message: str
+) -> None:
+    export = tmp_path / "damaged.jsonl"
+    good = batch_payload(probe_id, range(3))
+    if content == "utf-16":
+        export.write_bytes((good.decode() + "\n").encode("utf-16"))
+    elif content == "deep array":
+        export.write_bytes(b"[" * 1000 + b"]" * 1000 + b"\n" + good + b"\n")
+    elif content == "not gzip":
+        export.write_bytes(b"\x1f\x8b" + bytes(range(256)))
+    else:
+        export.mkdir()
+    result = coverwatch_import(export, schema_url)
+    assert_clean_failure(result)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ")
+    assert message in result.stderr
+    assert stored_counts(schema_url, probe_id) == (0, 0)
+
+
+def test_a_file_name_that_is_not_utf8_is_imported(
+    schema_url: str, probe_id: str, tmp_path: Path
+) -> None:
+    name = b"cb-\xff.jsonl"
+    export = Path(os.fsdecode(os.fsencode(tmp_path) + b"/" + name))
+    write_export(export, [batch_payload(probe_id, range(2)), b"not json"])
+    result = coverwatch_import(export, schema_url)
+    assert_clean_failure(result)
+    assert result.returncode == 1
+    assert result.stdout.startswith("cb-\\xff.jsonl: 2 lines, 2 readings stored")
+    assert query(schema_url, "SELECT topic FROM dead_letters") == [("import:cb-\\xff.jsonl:2",)]
+
+
+def test_the_largest_seq_the_protocol_allows_does_not_stop_an_import(
+    schema_url: str, probe_id: str, tmp_path: Path
+) -> None:
+    lines = [one_reading(probe_id, 2**63 - 1, monotonic_ms=5), batch_payload(probe_id, [1])]
+    result = coverwatch_import(write_export(tmp_path / "max-seq.jsonl", lines), schema_url)
+    assert_clean_failure(result)
+    assert result.returncode in (0, 1), result.stderr
+    assert stored_counts(schema_url, probe_id)[0] >= 1

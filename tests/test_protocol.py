@@ -96,7 +96,7 @@ def test_one_bad_reading_keeps_its_neighbours() -> None:
             "readings[0].taken_at: expected RFC 3339 date-time with a timezone, e.g. "
             '2026-11-22T08:15:00Z, got "2026-11-22T08:15:00"',
         ),
-        (signal(-1), "readings[0].seq: expected integer between 0 and 9223372036854775807, got -1"),
+        (signal(-1), "readings[0].seq: expected integer between 0 and 9223372036854775806, got -1"),
         (
             signal(1, registration="connected"),
             'readings[0].registration: expected one of "denied", "home", "idle", '

@@ -21,7 +21,7 @@ from agent import config as probe_config
 from collector import schema
 from coverwatch.cli import main
 from coverwatch.errors import CoverwatchError
-from provisioning import certs, deploy, probes
+from provisioning import broker, certs, deploy, probes
 from provisioning.passwords import PasswordFile, hash_password, verify
 from tests.conftest import skip_unless_ci
 
@@ -97,7 +97,9 @@ def test_init_generates_distinct_random_secrets_readable_only_by_the_owner(
     assert env["BROKER_HOST"] == "broker.example.org"
     assert env["COVERWATCH_UID"].isdigit()
     assert env["COVERWATCH_GID"].isdigit()
-    for private in (layout.env_file, layout.ca_key, layout.broker_key, layout.password_file.path):
+    for private in (
+        layout.env_file, layout.ca_key, layout.broker_key, layout.password_file.path, layout.acl
+    ):  # fmt: skip
         assert mode(private) == 0o600, private
     assert mode(layout.secrets) == 0o700
     assert layout.mosquitto_data.is_dir()
@@ -151,6 +153,72 @@ def test_deploy_init_command(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     env = deploy.read_env(target / ".env")
     assert all(env[key] not in out for key in deploy.SECRET_KEYS), "never print a secret"
     assert main(["deploy", "init", "--dir", str(target)]) == 2  # already initialised
+
+
+def test_init_makes_a_broker_user_and_acl_block_per_collector(tmp_path: Path) -> None:
+    layout = deploy.init(tmp_path / "d", broker_host="broker.example.org", collectors=3).layout
+    env = deploy.read_env(layout.env_file)
+    users = ["collector", "collector-2", "collector-3"]
+    keys = ["COLLECTOR_MQTT_PASSWORD", "COLLECTOR_2_MQTT_PASSWORD", "COLLECTOR_3_MQTT_PASSWORD"]
+    assert list(layout.password_file.entries()) == users
+    for user, key in zip(users, keys, strict=True):
+        assert verify(env[key], layout.password_file.get(user) or "")
+    assert len({env[key] for key in keys}) == 3
+    assert layout.acl.read_text() == broker.acl_text(users)
+    assert [line for line in layout.acl.read_text().splitlines() if line.startswith("user ")] == [
+        f"user {user}" for user in users
+    ]
+    with pytest.raises(CoverwatchError, match="at least one"):
+        deploy.init(tmp_path / "e", broker_host="b.example.org", collectors=0)
+
+
+def test_add_collector_keeps_the_others_and_rewrites_the_acl(layout: deploy.DeployLayout) -> None:
+    probes.add(layout, ENTRY, database_url=None)
+    before = deploy.read_env(layout.env_file)
+    hashes = layout.password_file.entries()
+    added = deploy.add_collector(layout.root)
+    assert (added.username, added.password_key) == ("collector-2", "COLLECTOR_2_MQTT_PASSWORD")
+    env = deploy.read_env(layout.env_file)
+    assert {key: env[key] for key in before} == before, "nothing else in .env changes"
+    assert verify(env["COLLECTOR_2_MQTT_PASSWORD"], layout.password_file.get("collector-2") or "")
+    assert {user: layout.password_file.get(user) for user in hashes} == hashes
+    assert layout.acl.read_text() == broker.acl_text(["collector", "collector-2"])
+    assert mode(layout.acl) == 0o600
+    assert deploy.add_collector(layout.root).username == "collector-3"
+    layout.acl.unlink()  # a deployment made before the ACL was generated
+    deploy.write_acl(layout)
+    assert "user collector-3" in layout.acl.read_text()
+    assert "cb-001" not in layout.acl.read_text(), "probes need no block: the pattern is theirs"
+
+
+def test_collector_users_are_told_apart_from_probes() -> None:
+    assert [broker.collector_user(n) for n in (1, 2, 10)] == [
+        "collector", "collector-2", "collector-10"
+    ]  # fmt: skip
+    for name, number in (("collector", 1), ("collector-2", 2), ("collector-10", 10)):
+        assert broker.collector_number(name) == number
+    for other in ("collector-1", "collector-02", "collectors", "cb-001", "collector-x"):
+        assert broker.collector_number(other) is None
+    assert broker.collector_users(["cb-001", "collector-10", "collector", "collector-2"]) == [
+        "collector", "collector-2", "collector-10"
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="not a collector"):
+        broker.acl_text(["cb-001"])
+
+
+def test_deploy_collector_commands(
+    layout: deploy.DeployLayout, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["deploy", "add-collector", "--dir", str(layout.root)]) == 0
+    out = capsys.readouterr().out
+    assert "collector-2" in out
+    assert "COLLECTOR_2_MQTT_PASSWORD" in out
+    assert "docker compose kill -s HUP mosquitto" in out
+    assert deploy.read_env(layout.env_file)["COLLECTOR_2_MQTT_PASSWORD"] not in out
+    layout.acl.unlink()
+    assert main(["deploy", "acl", "--dir", str(layout.root)]) == 0
+    assert layout.acl.read_text() == broker.acl_text(["collector", "collector-2"])
+    assert main(["deploy", "add-collector", "--dir", str(layout.root / "nowhere")]) == 2
 
 
 # ------------------------------------------------------------------------ probes
@@ -211,6 +279,8 @@ def test_adding_again_keeps_the_password_unless_asked(layout: deploy.DeployLayou
     [
         ({"probe_id": "CB 001"}, "lowercase"),
         ({"probe_id": "collector"}, "reserved"),
+        ({"probe_id": "collector-2"}, "reserved"),
+        ({"probe_id": "collectorx"}, "reserved"),
         ({"lon": 22.8, "lat": 106.5}, "swapped"),
         ({"village": " "}, "village"),
     ],
@@ -222,6 +292,7 @@ def test_bad_entries_are_refused_with_a_hint(
     with pytest.raises(CoverwatchError, match=message):
         probes.add(layout, entry, database_url=None)
     assert layout.password_file.get(entry.probe_id) is None or entry.probe_id == "collector"
+    assert entry.probe_id not in layout.acl.read_text() or entry.probe_id == "collector"
 
 
 def test_registry_entry_created_updated_revoked_and_restored(

@@ -1,10 +1,11 @@
 """The deployment's broker security against a real Mosquitto.
 
-Mosquitto runs with the committed ``deploy/mosquitto/mosquitto.conf`` and
-``deploy/mosquitto/acl`` (container paths rewritten to a temporary directory, the TLS
-listener moved to a free loopback port) and with the CA, certificate and password file
-made by ``coverwatch deploy init`` and ``coverwatch probes add``. Real TLS, real
-passwords, real ACL decisions: nothing is mocked.
+Mosquitto runs with the committed ``deploy/mosquitto/mosquitto.conf`` (container paths
+rewritten to a temporary directory, the TLS listener moved to a free loopback port) and
+with the CA, certificate, password file and ACL made by ``coverwatch deploy init`` and
+``coverwatch probes add``. Real TLS, real passwords, real ACL decisions: nothing is
+mocked. tests/test_broker_hardening.py uses the helpers here for client ids, packet size
+and the ack topics.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,52 +58,99 @@ class Stack:
         time.sleep(1.0)
 
 
-def broker_config(layout: deploy.DeployLayout, port: int, data: Path) -> str:
-    """The committed config with container paths and port mapped to this machine."""
-    text = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
+def broker_config(
+    layout: deploy.DeployLayout, port: int, data: Path, *, text: str | None = None
+) -> str:
+    """The committed config (or ``text``) with container paths and port mapped here."""
+    if text is None:
+        text = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
     for container, local in (
         ("/mosquitto/secrets/", f"{layout.secrets}/"),
-        ("/mosquitto/config/acl", str(DEPLOY / "mosquitto" / "acl")),
         ("/mosquitto/data/", f"{data}/"),
     ):
         assert container in text, f"mosquitto.conf no longer mentions {container}"
         text = text.replace(container, local)
+    unmapped = [line for line in text.splitlines() if " /mosquitto/" in line]
+    assert not unmapped, f"container paths this test does not map: {unmapped}"
     assert "\nlistener 8883\n" in text
     text = text.replace("\nlistener 8883\n", f"\nlistener {port} {LOOPBACK}\n")
     return f"user {getpass.getuser()}\n{text}"
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    binary = mosquitto_binary()
-    if binary is None:
-        skip_unless_ci("mosquitto is not installed (Debian: apt-get install mosquitto)")
-    root = tmp_path_factory.mktemp("deploy")
-    result = deploy.init(root / "deploy", broker_host="broker.example.org")
-    layout = result.layout
-    for probe_id, village in (("cb-001", "Nà Pài"), ("cb-002", "Bản Giới"), ("cb-003", "Cốc Xa")):
+PROBES = (("cb-001", "Nà Pài"), ("cb-002", "Bản Giới"), ("cb-003", "Cốc Xa"))
+
+
+def provision(root: Path, *extra_probes: str) -> deploy.DeployLayout:
+    """``deploy init`` and ``probes add`` for cb-001..cb-003 (and ``extra_probes``)."""
+    layout = deploy.init(root / "deploy", broker_host="broker.example.org").layout
+    for probe_id, village in (*PROBES, *((probe_id, "Khuổi Khon") for probe_id in extra_probes)):
         probes.add(
             layout,
             probes.ProbeEntry(probe_id, village, 106.5, 22.8, "Viettel"),
             database_url=None,
         )
+    return layout
+
+
+def listening_ports(pid: int) -> set[int]:
+    """TCP ports process ``pid`` listens on (Linux /proc)."""
+    sockets = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except FileNotFoundError:
+            continue  # closed meanwhile (e.g. wait_for_port's own connection)
+        if target.startswith("socket:["):
+            sockets.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        if not table.exists():
+            continue
+        for line in table.read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and inode in sockets:  # 0A: LISTEN
+                ports.add(int(local.rsplit(":", 1)[1], 16))
+    return ports
+
+
+@contextmanager
+def running_broker(
+    layout: deploy.DeployLayout, workdir: Path, *, config: str | None = None
+) -> Iterator[Stack]:
+    """A real Mosquitto on a free loopback port with the deployment's config and secrets."""
+    binary = mosquitto_binary()
+    if binary is None:
+        skip_unless_ci("mosquitto is not installed (Debian: apt-get install mosquitto)")
+    workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    data = root / "mosquitto-data"
+    data = workdir / "mosquitto-data"
     data.mkdir()
-    config = root / "mosquitto.conf"
-    config.write_text(broker_config(layout, port, data))
-    process = ServiceProcess([binary, "-c", str(config)], log_path=root / "mosquitto.log")
+    config_file = workdir / "mosquitto.conf"
+    config_file.write_text(broker_config(layout, port, data, text=config))
+    process = ServiceProcess([binary, "-c", str(config_file)], log_path=workdir / "mosquitto.log")
     process.start()
     try:
         wait_for_port(port, timeout_s=20, what="mosquitto (TLS)")
     except Exception:
         process.stop()
         raise AssertionError(f"mosquitto did not start:\n{process.log_tail()}") from None
-    env = deploy.read_env(layout.env_file)
     try:
+        # The TLS listener and nothing else: an option placed before the listener line
+        # (e.g. use_username_as_clientid) makes Mosquitto open a plain one on 1883.
+        assert process.pid is not None
+        assert listening_ports(process.pid) == {port}
+        env = deploy.read_env(layout.env_file)
         yield Stack(layout, port, process, env["COLLECTOR_MQTT_PASSWORD"])
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("deploy")
+    with running_broker(provision(root), root / "broker") as running:
+        yield running
 
 
 # ------------------------------------------------------------------------- clients
@@ -114,12 +163,22 @@ def connect(
     *,
     ca: Path | str | None = "generated",
     inbox: Collector | None = None,
+    client_id: str | None = None,
+    clean_session: bool = True,
+    reconnect: bool = True,
+    will: tuple[str, bytes] | None = None,
 ) -> tuple[mqtt.Client, Any]:
-    """A TLS client; returns it with its CONNACK reason (the client is looping)."""
+    """A TLS client; returns it with its CONNACK reason (the client is looping).
+
+    ``client_id`` is what the client sends (a random one by default); the deployment's
+    broker replaces it with the user name.
+    """
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
-        client_id=f"test-{uuid.uuid4().hex[:8]}",
+        client_id=client_id or f"test-{uuid.uuid4().hex[:8]}",
         protocol=mqtt.MQTTv311,
+        clean_session=clean_session,
+        reconnect_on_failure=reconnect,
     )
     client.tls_set(
         ca_certs=str(stack.layout.ca_certificate if ca == "generated" else ca) if ca else None,
@@ -127,6 +186,8 @@ def connect(
     )
     if username is not None:
         client.username_pw_set(username, password)
+    if will is not None:
+        client.will_set(*will, qos=1, retain=True)
     if inbox is not None:
         client.on_message = lambda _c, _u, message: inbox.add(
             Received(message.topic, bytes(message.payload), bool(message.retain))
@@ -150,11 +211,19 @@ def close(client: mqtt.Client) -> None:
     client.loop_stop()
 
 
-def subscribe(client: mqtt.Client, topic: str) -> None:
+def subscribe(client: mqtt.Client, topic: str) -> list[Any]:
+    """Subscribe at QoS 1; the SUBACK's reason codes."""
     done = threading.Event()
-    client.on_subscribe = lambda *_args: done.set()
+    codes: list[Any] = []
+
+    def on_subscribe(_c: Any, _u: Any, _mid: Any, reasons: list[Any], _p: Any) -> None:
+        codes.extend(reasons)
+        done.set()
+
+    client.on_subscribe = on_subscribe
     client.subscribe(topic, qos=1)
     assert done.wait(10), f"no SUBACK for {topic}"
+    return codes
 
 
 def publish_as(stack: Stack, probe_id: str, *messages: tuple[str, bytes]) -> None:
@@ -200,7 +269,7 @@ def test_a_probe_cannot_publish_for_another_probe(stack: Stack, collector_inbox:
     assert [m.payload for m in collector_inbox.messages] == [b"control"]
 
 
-def test_a_probe_reads_nothing(stack: Stack, collector_inbox: Collector) -> None:
+def test_a_probe_reads_no_readings(stack: Stack, collector_inbox: Collector) -> None:
     snoop = Collector()
     client, reason = connect(stack, "cb-003", stack.password("cb-003"), inbox=snoop)
     assert not reason.is_failure

@@ -60,7 +60,7 @@ def only_reading(sensor: LatencySensor) -> LatencyReading:
 
 
 def test_tcp_fallback_when_ping_sockets_are_not_allowed(tmp_path: Path, listener: int) -> None:
-    settings = Settings(targets=["127.0.0.1"], count=5, interval_s=0, tcp_port=listener)
+    settings = Settings(targets=["127.0.0.1"], count=5, packet_interval_s=0, tcp_port=listener)
     sensor = LatencySensor(settings, proc=fake_proc(tmp_path, "1\t0"), groups=lambda: [0])
     reading = only_reading(sensor)
     assert reading.target == "127.0.0.1"
@@ -80,7 +80,7 @@ def test_tcp_fallback_when_ping_sockets_are_not_allowed(tmp_path: Path, listener
 
 
 def test_unreachable_target_is_full_loss_not_an_error(tmp_path: Path, closed_port: int) -> None:
-    settings = Settings(targets=["127.0.0.1"], count=3, interval_s=0, tcp_port=closed_port)
+    settings = Settings(targets=["127.0.0.1"], count=3, packet_interval_s=0, tcp_port=closed_port)
     sensor = LatencySensor(settings, proc=fake_proc(tmp_path, "1 0"), groups=lambda: [0])
     reading = only_reading(sensor)
     assert reading.method == "tcp"
@@ -95,7 +95,7 @@ def test_unreachable_target_is_full_loss_not_an_error(tmp_path: Path, closed_por
 
 
 def test_hostname_is_resolved_and_timed(listener: int) -> None:
-    settings = Settings(targets=["localhost"], count=2, interval_s=0, tcp_port=listener)
+    settings = Settings(targets=["localhost"], count=2, packet_interval_s=0, tcp_port=listener)
     reading = only_reading(LatencySensor(settings, resolve=lambda host: "127.0.0.1"))
     assert reading.target == "localhost"
     assert reading.dns_ms is not None
@@ -116,7 +116,11 @@ def test_name_that_does_not_resolve_counts_as_lost(tmp_path: Path) -> None:
 
 def test_one_reading_per_target(listener: int) -> None:
     settings = Settings(
-        targets=["127.0.0.1", "127.0.0.2"], count=2, interval_s=0, method="tcp", tcp_port=listener
+        targets=["127.0.0.1", "127.0.0.2"],
+        count=2,
+        packet_interval_s=0,
+        method="tcp",
+        tcp_port=listener,
     )
     readings = LatencySensor(settings).read(stamp())
     assert all(isinstance(reading, LatencyReading) for reading in readings)
@@ -199,7 +203,7 @@ def test_icmp_round_statistics_with_a_scripted_ping_socket(tmp_path: Path) -> No
         return fake
 
     sensor = LatencySensor(
-        Settings(targets=["192.0.2.1"], count=4, timeout_s=1.0, interval_s=0.5),
+        Settings(targets=["192.0.2.1"], count=4, timeout_s=1.0, packet_interval_s=0.5),
         proc=fake_proc(tmp_path, "0 2147483647"),
         groups=lambda: [1000],
         socket_factory=socket_factory,
@@ -222,7 +226,7 @@ def test_icmp_round_statistics_with_a_scripted_ping_socket(tmp_path: Path) -> No
 
 
 def test_icmp_against_real_loopback_when_the_kernel_allows_it() -> None:
-    sensor = LatencySensor(Settings(targets=["127.0.0.1"], count=3, interval_s=0))
+    sensor = LatencySensor(Settings(targets=["127.0.0.1"], count=3, packet_interval_s=0))
     if sensor.method() != "icmp":
         skip_unless_ci(
             "net.ipv4.ping_group_range does not include our groups "

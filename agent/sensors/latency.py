@@ -1,6 +1,6 @@
 """Latency: round-trip times, loss and jitter to a few targets, plus DNS time.
 
-Each round sends ``count`` probes per target, one every ``interval_s``, and emits one
+Each round sends ``count`` probes per target, one every ``packet_interval_s``, and emits one
 :class:`LatencyReading` per target. ICMP echo goes through an unprivileged ping socket
 (``SOCK_DGRAM``/``IPPROTO_ICMP``), which Linux allows to the groups in
 ``net.ipv4.ping_group_range``; the agent needs no root and no setuid ping binary. When
@@ -52,8 +52,12 @@ class Settings:
     timeout_s: float = field(
         default=2.0, metadata={"help": "Seconds to wait for each probe's answer."}
     )
-    interval_s: float = field(
-        default=0.2, metadata={"help": "Seconds between the probes to one target."}
+    packet_interval_s: float = field(
+        default=0.2,
+        metadata={
+            "help": "Seconds between the probes to one target (how often the sensor runs "
+            "is interval_s)."
+        },
     )
     method: str = field(
         default="auto",
@@ -232,7 +236,7 @@ class LatencySensor:
             payload = b"coverwatch-latency".ljust(32, b"\0")
             for index in range(settings.count):
                 if index:
-                    self._sleep(settings.interval_s)
+                    self._sleep(settings.packet_interval_s)
                 self._sequence = (self._sequence + 1) & 0xFFFF
                 sequence = self._sequence
                 started = self._clock_ns()
@@ -271,7 +275,7 @@ class LatencySensor:
         rtts: list[float] = []
         for index in range(settings.count):
             if index:
-                self._sleep(settings.interval_s)
+                self._sleep(settings.packet_interval_s)
             with self._socket(socket.AF_INET, socket.SOCK_STREAM, 0) as sock:
                 sock.settimeout(settings.timeout_s)
                 started = self._clock_ns()

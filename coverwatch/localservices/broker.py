@@ -3,6 +3,38 @@
 Both speak MQTT 3.1.1, which is all coverwatch's core behaviour needs. Mosquitto
 adds what amqtt lacks (shared subscriptions, ACLs, TLS listeners), so tests of
 those ask for Mosquitto and skip, saying why, without it.
+
+These brokers serve tests and ``make demo`` on loopback; they are not the deployment's
+broker (deploy/mosquitto/, hardened as deploy/README.md describes). How much of that
+hardening each one carries:
+
+* **Packet size.** The throwaway Mosquitto has ``max_packet_size`` set to
+  :data:`MAX_PACKET_BYTES` (derived from ``coverwatch.protocol``, the same value as
+  the deployment), so a client sending a bigger packet is disconnected there too.
+  amqtt 0.12 has no such limit: it reads every PUBLISH whole into memory (up to the
+  MQTT maximum of 256 MiB) before any plugin sees it, and its plugin hooks cannot
+  refuse a message by size (topic filters see the topic only; the message-received
+  event is informational and fires after the read). A 20 MiB publish is accepted
+  and delivered.
+* **Client id bound to the user name.** Not on either. Mosquitto's
+  ``use_username_as_clientid`` disconnects every client that has no user name, and
+  these brokers are anonymous (Mosquitto) or have one shared user (amqtt) so that
+  tests and the demo's hundreds of simulated probes connect without a user each and
+  keep their own client ids (tests isolate persistent sessions by client id). With
+  one shared user, binding would give every client the same id and each would
+  disconnect the one before. amqtt could not enforce it anyway: a plugin cannot
+  prevent a session takeover there, because amqtt 0.12 *deletes the persistent
+  session of a client id as soon as a clean-session CONNECT for that id arrives,
+  before authentication runs* -- a client with a wrong password wipes a collector's
+  queued messages (seen against the amqtt in this project's virtualenv).
+* **ACL.** Only Mosquitto's ACL file has per-user patterns (``%u``); amqtt's topic
+  ACL plugin lists topics per literal user name, and with one shared user it would
+  restrict nobody. Neither throwaway broker has an ACL; tests of the deployment's ACL
+  run Mosquitto with the deployment's own files (tests/test_provisioning_broker.py,
+  tests/test_broker_hardening.py).
+
+Production therefore uses Mosquitto with the files under deploy/; amqtt only stands in
+where Mosquitto is not installed.
 """
 
 from __future__ import annotations
@@ -12,11 +44,40 @@ import secrets
 import shutil
 import sys
 from pathlib import Path
-from typing import Protocol
+from typing import Final, Protocol
 
+from coverwatch import protocol
 from coverwatch.localservices.ports import LOOPBACK, free_port, wait_for_port
 from coverwatch.localservices.process import ServiceProcess
 from coverwatch.settings import MqttUrl
+
+# The longest probe id PROBE_ID_RE allows (a first character, then up to 63 more).
+MAX_PROBE_ID_LENGTH: Final = 64
+
+
+def max_publish_header_bytes() -> int:
+    """The largest header of a PUBLISH the protocol sends, in bytes.
+
+    MQTT 3.1.1: the fixed header (a type byte and a remaining length of up to 4 bytes),
+    then the topic (2 length bytes and the topic in UTF-8) and, at QoS 1, a 2-byte
+    packet id. The longest topic is any channel's for the longest probe id.
+    """
+    longest_id = "a" * MAX_PROBE_ID_LENGTH
+    topics = (protocol.readings_topic, protocol.status_topic, protocol.ack_topic)
+    longest_topic = max(len(topic(longest_id).encode()) for topic in topics)
+    return 1 + 4 + 2 + longest_topic + 2
+
+
+# Room for an MQTT 5 client's PUBLISH properties (coverwatch's own clients speak 3.1.1
+# and send none), so the limit never bites a protocol-sized payload.
+MQTT5_PROPERTIES_ROOM_BYTES: Final = 256
+# The broker's max_packet_size: the protocol's largest payload plus the largest header.
+# Mosquitto reads the length at the start of a packet and disconnects a client whose
+# packet is longer before reading the rest; deploy/mosquitto/mosquitto.conf carries the
+# same number (tests/test_deploy.py compares them).
+MAX_PACKET_BYTES: Final = (
+    protocol.MAX_PAYLOAD_BYTES + max_publish_header_bytes() + MQTT5_PROPERTIES_ROOM_BYTES
+)
 
 
 def mosquitto_binary() -> str | None:
@@ -83,7 +144,11 @@ class _BrokerProcess:
 
 
 class MosquittoBroker(_BrokerProcess):
-    """Mosquitto with a generated config: loopback only, persistence on disk."""
+    """Mosquitto with a generated config: loopback only, persistence on disk.
+
+    Anonymous clients are allowed and choose their client ids; ``max_packet_size`` is the
+    deployment's. ``extra_config`` is appended (e.g. a password file and ACL).
+    """
 
     name = "mosquitto"
     supports_shared_subscriptions = True
@@ -112,6 +177,10 @@ class MosquittoBroker(_BrokerProcess):
                     # A collector acknowledges in batches; 20 (the default) would
                     # cap each batch at 20 messages.
                     "max_inflight_messages 1000",
+                    # As in the deployment: a packet beyond the protocol's limit
+                    # disconnects its sender. (use_username_as_clientid cannot be on
+                    # here: see the module docstring.)
+                    f"max_packet_size {MAX_PACKET_BYTES}",
                     "log_dest stdout",
                     "log_type error",
                     "log_type warning",
@@ -130,7 +199,8 @@ class AmqttBroker(_BrokerProcess):
     amqtt keeps no queued messages for anonymous clients, so it gets a user with a
     password generated per broker (Argon2-hashed in its password file); ``url``
     carries the credential. Its sessions live in memory: a restart of amqtt loses
-    queued messages, which is why production uses Mosquitto.
+    queued messages, which is why production uses Mosquitto. It enforces no packet size
+    and no binding of client ids to users (see the module docstring for why it cannot).
     """
 
     name = "amqtt"
