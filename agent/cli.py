@@ -223,8 +223,14 @@ def _export(args: argparse.Namespace) -> int:
         temporary = args.output.with_name(args.output.name + ".partial")
         with _open_output(temporary, compress=args.gzip) as output:
             for batch in _batches(outbox, since, config.mqtt.batch_readings):
+                # With the outbox id, as over MQTT: the same readings sent later over
+                # MQTT (after NTP corrected their time) are recognised, not stored again.
                 message = protocol.ReadingsBatch(
-                    v=1, probe_id=config.probe.id, readings=batch, sent_at=datetime.now(UTC)
+                    v=1,
+                    probe_id=config.probe.id,
+                    readings=batch,
+                    sent_at=datetime.now(UTC),
+                    outbox_id=outbox.outbox_id,
                 )
                 output.write(protocol.encode(message) + b"\n")
                 exported.extend(reading.seq for reading in batch)

@@ -12,9 +12,8 @@ committed (outbox_id, seq) makes that harmless.
 reused even after rows are deleted, which is exactly what the protocol asks of it.
 ``outbox_id`` is a UUID made when the outbox file is created: a probe whose outbox is
 lost (new SD card, wiped state) starts seq at 1 again under a new outbox id, so the
-collector never mistakes its new readings for ones it already has. An outbox created
-before outbox ids existed keeps the nil UUID, which is what its readings were stored
-under at the collector.
+collector never mistakes its new readings for ones it already has. An outbox created by
+an earlier version gets a new id too the first time this version opens it.
 
 Bounds: at most ``max_readings`` rows and nothing older than ``max_age_s``. When either
 is exceeded the **oldest readings are dropped** (a probe that has been offline for
@@ -39,7 +38,7 @@ from pathlib import Path
 import msgspec
 
 from agent.clock import ClockAnchor
-from coverwatch.protocol import NIL_OUTBOX_ID, Reading
+from coverwatch.protocol import Reading
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -115,15 +114,15 @@ class Outbox:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                existed = self._db.execute(
-                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'readings'"
-                ).fetchone()
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         self._db.execute(statement)
                 row = self._db.execute("SELECT value FROM meta WHERE name = 'outbox_id'").fetchone()
                 if row is None:
-                    outbox_id = NIL_OUTBOX_ID if existed else str(uuid.uuid4())
+                    # Also for an outbox of an earlier agent version: its readings were
+                    # stored under no outbox id, which the collector does not track, so a
+                    # fresh id cannot clash with them (and nil could hide a reset seq).
+                    outbox_id = str(uuid.uuid4())
                     self._db.execute(
                         "INSERT INTO meta (name, value) VALUES ('outbox_id', ?)", (outbox_id,)
                     )

@@ -71,6 +71,9 @@ CONFIRM_GRACE_S = 30.0
 CONFIRM_TIMEOUT_S = 600.0
 CONFIRM_TIMEOUT_MAX_S = 6 * 3600.0
 MAX_UNCONFIRMED_READINGS = 10_000
+# Live notices kept while the broker is away; older ones are left to the backlog pass,
+# which finds every reading in the outbox anyway.
+LIVE_QUEUE_MAX = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +184,7 @@ class Publisher:
         self._wake = threading.Event()
         self._backoff = Backoff(options.backoff_min_s, options.backoff_max_s)
         self._state_lock = threading.Lock()
-        self._live: deque[int] = deque()
+        self._live: deque[int] = deque(maxlen=LIVE_QUEUE_MAX)
         self._inflight: dict[int, _Sent] = {}  # message id -> what it carries
         self._inflight_seqs: set[int] = set()
         self._acked: deque[int] = deque()  # PUBACKed message ids (network thread)
@@ -191,6 +194,11 @@ class Publisher:
         # is due again, and how many times it went.
         self._awaiting: dict[int, _Awaiting] = {}
         self._resend: deque[int] = deque()
+        self._resend_queued: set[int] = set()
+        # Re-sends clock themselves on confirmations: while none has come since the last
+        # re-sent batch (the collector is away), the next waits until this time.
+        self._confirmed_since_resend = True
+        self._resend_paused_until = 0.0
         self._backlog_cursor = 0
         # Confirmed, awaiting deletion (sorted, merged, inclusive): never sent again.
         self._confirmed = _RangeSet()
@@ -480,10 +488,13 @@ class Publisher:
                 # Acks published while we were away were not kept for us.
                 self._reconnected = False
                 self._pull_due_dates_in(now + self.options.confirm_grace_s)
-            due = sorted(seq for seq, state in self._awaiting.items() if state.due_at <= now)
-            for seq in due:
-                if seq not in self._resend:
-                    self._resend.append(seq)
+            due = sorted(
+                seq
+                for seq, state in self._awaiting.items()
+                if state.due_at <= now and seq not in self._resend_queued
+            )
+            self._resend.extend(due)
+            self._resend_queued.update(due)
         # Deleting in batches spares the SD card a WAL page per confirmation; the
         # confirmed set keeps these rows from being sent again meanwhile.
         if self._confirmed and (
@@ -500,17 +511,18 @@ class Publisher:
 
     def _apply_confirmations(self, confirmations: list[tuple[int, int]], now: float) -> None:
         """Mark committed seqs (state lock held); pull in what was evidently lost."""
+        awaiting_puback = [seq for seq in self._inflight_seqs if seq not in self._confirmed]
         for first, last in confirmations:
             self._confirmed.add(first, last)
+        self._confirmed_since_resend = True
+        # PUBACK still on its way for these: it is skipped when it comes.
+        self.confirmed_readings += sum(1 for seq in awaiting_puback if seq in self._confirmed)
         newest_confirmed_send = None
         for seq in [seq for seq in self._awaiting if seq in self._confirmed]:
             state = self._awaiting.pop(seq)
             self.confirmed_readings += 1
             if newest_confirmed_send is None or state.sent_at > newest_confirmed_send:
                 newest_confirmed_send = state.sent_at
-        for seq in self._inflight_seqs:
-            if seq in self._confirmed:
-                self.confirmed_readings += 1  # PUBACK still on its way; it is skipped then
         if newest_confirmed_send is not None:
             # Something sent later is committed while these are not: they were lost
             # (a broker crash), or a parallel collector is a little behind.
@@ -520,6 +532,7 @@ class Publisher:
                     state.due_at = grace_until
         if self._resend:
             self._resend = deque(seq for seq in self._resend if seq not in self._confirmed)
+            self._resend_queued = set(self._resend)
 
     def _pull_due_dates_in(self, due_at: float) -> None:
         for state in self._awaiting.values():
@@ -528,10 +541,20 @@ class Publisher:
     def _send_what_fits(self) -> None:
         while self.connected.is_set():
             attempt = 0
+            now = time.monotonic()
             with self._state_lock:
                 if len(self._inflight) >= self.options.max_inflight_messages:
                     return
-                popped = [self._live.popleft() for _ in range(min(len(self._live), 2000))]
+                unconfirmed = len(self._awaiting) + len(self._inflight_seqs)
+                if unconfirmed >= self.options.max_unconfirmed_readings and not self._resend:
+                    # The collector has a lot to confirm first (or is away): live rounds
+                    # wait in the outbox too, found again by the backlog pass later.
+                    return
+                popped = (
+                    [self._live.popleft() for _ in range(min(len(self._live), 2000))]
+                    if unconfirmed < self.options.max_unconfirmed_readings
+                    else []
+                )
                 # The backlog may have got there first (e.g. right after connecting):
                 # whatever it already sent is not sent twice.
                 live = [
@@ -543,14 +566,21 @@ class Publisher:
                     and seq not in self._confirmed
                 ]
                 resend: list[int] = []
-                if not popped:
+                may_resend = self._confirmed_since_resend or now >= self._resend_paused_until
+                if not popped and may_resend:
                     while self._resend and len(resend) < self.options.batch_readings:
                         seq = self._resend.popleft()
+                        self._resend_queued.discard(seq)
                         state = self._awaiting.get(seq)
                         if state is not None and seq not in self._inflight_seqs:
                             resend.append(seq)
                             attempt = max(attempt, state.attempt + 1)
-                unconfirmed = len(self._awaiting) + len(self._inflight_seqs)
+                    if resend:
+                        # The next re-sent batch waits for a confirmation (the collector
+                        # is there: go on at its pace) or, if none comes, for a timeout
+                        # growing per attempt: one batch then tests whether it is back.
+                        self._resend_paused_until = now + self._confirm_delay(attempt)
+                        self._confirmed_since_resend = False
             if popped and not live:
                 continue
             if live:
@@ -562,7 +592,7 @@ class Publisher:
             elif unconfirmed < self.options.max_unconfirmed_readings:
                 readings = self._next_backlog_batch()
             else:
-                return  # the collector has a lot to confirm first
+                return
             if not readings:
                 if resend:
                     continue
@@ -609,6 +639,13 @@ class Publisher:
                 outbox_id=self.outbox.outbox_id,
             )
         )
+        if len(payload) > protocol.MAX_PAYLOAD_BYTES and len(readings) > 1:
+            # The collector refuses a message over the limit whole (long sensor errors
+            # can get a batch there): halve it until each half fits.
+            half = len(readings) // 2
+            self._publish(readings[:half], attempt=attempt)
+            self._publish(readings[half:], attempt=attempt)
+            return
         seqs = [reading.seq for reading in readings]
         with self._state_lock:
             # A re-sent reading is in flight again, no longer awaiting its old send.

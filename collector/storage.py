@@ -301,7 +301,7 @@ def _seq_of(raw: bytes) -> int | None:
     except Exception:  # any malformed or absurd JSON: no seq to confirm
         return None
     seq = value.get("seq") if isinstance(value, dict) else None
-    if isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq < 2**63:
+    if isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq <= protocol.MAX_SEQ:
         return seq
     return None
 
@@ -373,11 +373,17 @@ class Store:
     def _write_decoded(self, decoded: _Decoded) -> WriteResult:
         connection = self.connection()
         result = WriteResult(duplicates=decoded.repeats)
+        letters = decoded.dead_letters
         with connection.transaction():
+            _lock_probe_status(connection, decoded)
             handled = [key for keys in decoded.keys.values() for key in keys]
-            handled += [letter.key for letter in decoded.dead_letters if letter.key is not None]
+            handled += [letter.key for letter in letters if letter.key is not None]
             if handled:
-                already = _lock_ledger(connection, handled)
+                # Batches without an outbox id (probes older than the ledger, imports of
+                # their exports) keep the old identity (probe_id, seq, taken_at): the nil
+                # id cannot tell a probe whose old outbox restarted seq at 1 from a re-send.
+                ledger_keys = [key for key in handled if key[1] != protocol.NIL_OUTBOX_ID]
+                already = _lock_ledger(connection, ledger_keys) if ledger_keys else set()
                 readings = _without_committed(decoded, already) if already else decoded.readings
                 result.duplicates += sum(map(len, decoded.readings.values())) - sum(
                     map(len, readings.values())
@@ -389,11 +395,16 @@ class Store:
                     ).items():
                         result.stored[kind] += inserted
                         result.duplicates += len(readings[kind]) - inserted
-                _extend_ledger(connection, handled)
+                if ledger_keys:
+                    _extend_ledger(connection, ledger_keys)
                 for probe_id, outbox_id, seq in handled:
                     result.committed[(probe_id, outbox_id)].add(seq)
-            _insert_dead_letters(connection, decoded.dead_letters)
-            result.rejected.extend(decoded.dead_letters)
+                if already:
+                    # A re-sent invalid reading was dead-lettered the first time.
+                    letters = [letter for letter in letters if letter.key not in already]
+                    result.duplicates += len(decoded.dead_letters) - len(letters)
+            _insert_dead_letters(connection, letters)
+            result.rejected.extend(letters)
             _record_arrivals(connection, decoded.arrivals)
             for status, received_at in decoded.statuses:
                 _record_status(connection, status, received_at)
@@ -594,6 +605,24 @@ def _copy_via_staging(
         inserted = cursor.rowcount
         cursor.execute(sql.SQL("TRUNCATE {}").format(staging))
     return inserted
+
+
+def _lock_probe_status(connection: psycopg.Connection[Any], decoded: _Decoded) -> None:
+    """Lock the probe_status row of every probe the batch touches, in probe order.
+
+    Arrivals and status messages update these rows in message order; two collectors of a
+    shared group with the same probes in another order would deadlock (retried, but
+    each costs deadlock_timeout). Taking every row up front, sorted, avoids it; rows
+    that do not exist yet are made here.
+    """
+    probes = sorted({*decoded.arrivals, *(status.probe_id for status, _ in decoded.statuses)})
+    if not probes:
+        return
+    connection.execute(
+        "INSERT INTO probe_status (probe_id) SELECT * FROM unnest(%s::text[]) ORDER BY 1 "
+        "ON CONFLICT (probe_id) DO UPDATE SET probe_id = excluded.probe_id",
+        (probes,),
+    )
 
 
 def _lock_ledger(connection: psycopg.Connection[Any], keys: list[ReadingKey]) -> set[ReadingKey]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gzip
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import psycopg
 import pytest
 
@@ -49,14 +51,41 @@ def test_export_then_import_stores_every_reading_once(
     raw = exported.read_bytes()
     lines = (gzip.decompress(raw) if compress else raw).splitlines()
     assert len(lines) == 3  # 500 + 500 + 234 readings, one protocol message per line
+    outbox_id = Outbox(state / "outbox.sqlite3").outbox_id
     for line in lines:
-        protocol.decode_readings(protocol.readings_topic(probe_id), line)
+        decoded = protocol.decode_readings(protocol.readings_topic(probe_id), line)
+        assert decoded.batch.outbox_id == outbox_id  # the identity travels with the file
     assert Outbox(state / "outbox.sqlite3").stats().pending == 1234  # export keeps them
 
     assert server_main(["import", str(exported), "--database-url", database_url]) == 0
     assert stored_power_rows(database_url, probe_id) == (1234, 1234)
     # The same file again (or the same readings later over MQTT): nothing doubles.
     assert server_main(["import", str(exported), "--database-url", database_url]) == 0
+    assert stored_power_rows(database_url, probe_id) == (1234, 1234)
+    # Later over MQTT with their time corrected after NTP sync: still stored once.
+    from collector.storage import InboundMessage, Store
+
+    store = Store(database_url)
+    try:
+        corrected = [
+            msgspec.structs.replace(reading, taken_at=reading.taken_at + timedelta(hours=9))
+            for reading in Outbox(state / "outbox.sqlite3").pending(limit=100)
+        ]
+        resent = protocol.ReadingsBatch(
+            v=1, probe_id=probe_id, readings=corrected, outbox_id=outbox_id
+        )
+        result = store.write(
+            [
+                InboundMessage(
+                    protocol.readings_topic(probe_id),
+                    protocol.encode(resent),
+                    datetime.now(UTC),
+                )
+            ]
+        )
+    finally:
+        store.close()
+    assert (result.stored_total, result.duplicates) == (0, 100)
     assert stored_power_rows(database_url, probe_id) == (1234, 1234)
 
 

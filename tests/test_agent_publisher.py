@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -16,6 +17,7 @@ from collector import schema
 from collector.ingest import IngestOptions
 from coverwatch import protocol
 from coverwatch.localservices import AmqttBroker, MosquittoBroker
+from coverwatch.protocol import SensorErrorReading
 from coverwatch.settings import MqttUrl
 from tests.agent_harness import power_reading
 from tests.collector_harness import running_collector
@@ -322,3 +324,69 @@ def test_range_set_merges_and_answers_membership() -> None:
     assert ranges.size() == 5 + 11 + 2
     ranges.add(0, 40)
     assert ranges.ranges() == [(0, 40)]
+
+
+def test_while_the_collector_is_away_the_probe_holds_back(
+    broker_url: MqttUrl, probe_id: str, outbox: Outbox
+) -> None:
+    """No collector confirms: live rounds stop at max_unconfirmed_readings (the rest wait in
+    the outbox), and re-sends clock themselves: one batch per growing timeout, not the
+    whole unconfirmed set every time."""
+    publisher = Publisher(
+        options(
+            probe_id,
+            broker_url,
+            max_unconfirmed_readings=100,
+            batch_readings=50,
+            confirm_timeout_s=0.5,
+            confirm_grace_s=0.5,
+        ),
+        outbox,
+    )
+    publisher.start()
+    assert publisher.connected.wait(10)
+    for round_number in range(20):
+        publisher.notify_live(outbox.add([power_reading(uptime_s=float(round_number))] * 50))
+        time.sleep(0.05)
+    time.sleep(4.0)
+    publisher.stop(drain_timeout_s=0.1)
+    assert outbox.stats().pending == 1000  # nothing confirmed, nothing deleted
+    assert publisher.acknowledged_readings - publisher.resent_readings <= 100 + 50
+    # Timeouts of 0.5, 1, 2 s: a few batches of 50 in 4 s, not 100 readings every 0.5 s.
+    assert 0 < publisher.resent_readings <= 4 * 50
+
+
+def test_a_round_over_the_size_limit_is_split_and_stored_whole(
+    broker_url: MqttUrl, probe_id: str, outbox: Outbox, schema_url: str
+) -> None:
+    """A failing modem's long errors can make a round bigger than the collector accepts
+    (1 MiB): the probe splits it instead of losing it to a dead letter."""
+    errors = [
+        SensorErrorReading(
+            seq=0,
+            boot_id=BOOT_ID,
+            taken_at=datetime(2026, 11, 22, 8, 15, tzinfo=UTC),
+            monotonic_ms=1000,
+            ntp_synced=True,
+            sensor="cellular",
+            error="modem said: " + "x" * 1900,
+        )
+    ] * 1500
+    seqs = outbox.add(errors)
+    publisher = Publisher(options(probe_id, broker_url), outbox)
+    with running_collector(schema_url, broker_url, options=collector_options()):
+        publisher.start()
+        publisher.notify_live(seqs)
+        assert publisher.wait_idle(timeout_s=60)
+        publisher.stop()
+    with psycopg.connect(schema_url) as connection:
+        stored = connection.execute(
+            "SELECT count(DISTINCT seq) FROM readings_sensor_error WHERE probe_id = %s",
+            (probe_id,),
+        ).fetchone()
+        letters = connection.execute(
+            "SELECT count(*) FROM dead_letters WHERE probe_id = %s", (probe_id,)
+        ).fetchone()
+    assert stored == (1500,)
+    assert letters == (0,)
+    assert publisher.published_messages >= 3  # ~2.9 MB went as several messages

@@ -9,7 +9,7 @@ reading: the reading ledger does).
 from __future__ import annotations
 
 import json
-import uuid
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from collector import schema
-from collector.storage import InboundMessage, Store
+from collector.storage import InboundMessage, Store, TemporaryStoreError
 from coverwatch import protocol
 from tests.helpers import signal
 
@@ -97,31 +97,42 @@ def test_repeats_within_one_batch_and_across_messages_are_dropped(
     assert [seq for seq, _ in rows(layout_database_url, probe_id)] == [1, 2, 3]
 
 
-def test_readings_stored_before_the_ledger_count_under_the_nil_outbox(
-    layout_database_url: str, probe_id: str
+def test_batches_without_an_outbox_id_keep_the_old_identity(
+    store: Store, layout_database_url: str, probe_id: str
 ) -> None:
-    """Upgrading a database with readings in it: a probe that re-sends them (it keeps
-    the nil outbox id for the outbox it already had) does not store them twice."""
-    with psycopg.connect(layout_database_url, autocommit=True) as connection:
-        schema.upgrade(layout_database_url)  # then roll back the ledger to look legacy
-        connection.execute("DROP TABLE reading_ledger")
-        connection.execute("DELETE FROM schema_migrations WHERE version >= 6")
-    store = Store(layout_database_url)
-    try:
-        with psycopg.connect(layout_database_url, autocommit=True) as connection:
-            connection.execute(
-                "INSERT INTO readings_signal (probe_id, seq, boot_id, taken_at, monotonic_ms, "
-                "ntp_synced, registration) SELECT %s, s, %s, '2026-11-22T08:15:00Z', s, false, "
-                "'home' FROM generate_series(1, 5) s",
-                (probe_id, str(uuid.uuid4())),
-            )
-        schema.upgrade(layout_database_url)
-        resent = [signal(seq, taken_at="2026-11-22T17:15:00Z") for seq in range(1, 8)]
-        result = store.write([message(probe_id, resent, outbox_id=None)])
-    finally:
-        store.close()
-    assert (result.stored_total, result.duplicates) == (2, 5)
-    assert [seq for seq, _ in rows(layout_database_url, probe_id)] == list(range(1, 8))
+    """Probes older than the ledger send no outbox id. A plain re-send is still stored
+    once (by the key (probe_id, seq, taken_at)), and such a probe whose outbox was wiped
+    and restarted seq at 1 loses nothing: its new readings are not taken for re-sends."""
+    first = [signal(seq, taken_at="2026-11-22T08:15:00Z") for seq in (1, 2, 3)]
+    store.write([message(probe_id, first, outbox_id=None)])
+    again = store.write([message(probe_id, first, outbox_id=None)])
+    assert (again.stored_total, again.duplicates) == (0, 3)
+    after_wipe = [signal(seq, taken_at="2026-11-29T10:00:00Z") for seq in (1, 2)]
+    wiped = store.write([message(probe_id, after_wipe, outbox_id=None)])
+    assert (wiped.stored_total, wiped.duplicates) == (2, 0)
+    assert len(rows(layout_database_url, probe_id)) == 5
+    # Confirmed all the same (such probes do not listen; this version's never send nil).
+    assert wiped.committed == {(probe_id, protocol.NIL_OUTBOX_ID): {1, 2}}
+    with psycopg.connect(layout_database_url) as connection:
+        ledger = connection.execute(
+            "SELECT count(*) FROM reading_ledger WHERE probe_id = %s", (probe_id,)
+        ).fetchone()
+    assert ledger == (0,)
+
+
+def test_a_resent_invalid_reading_is_dead_lettered_once(
+    store: Store, layout_database_url: str, probe_id: str
+) -> None:
+    batch = [signal(1), signal(2, rsrp_dbm=99)]
+    store.write([message(probe_id, batch)])
+    again = store.write([message(probe_id, batch)])
+    assert (again.stored_total, again.duplicates, again.dead_letters) == (0, 2, 0)
+    assert again.committed == {(probe_id, OUTBOX_A): {1, 2}}
+    with psycopg.connect(layout_database_url) as connection:
+        letters = connection.execute(
+            "SELECT count(*) FROM dead_letters WHERE probe_id = %s", (probe_id,)
+        ).fetchone()
+    assert letters == (1,)
 
 
 def test_a_rejected_reading_is_confirmed_so_the_probe_stops_sending_it(
@@ -158,3 +169,48 @@ def test_a_status_from_the_far_future_does_not_freeze_the_probe(
     assert state == "offline"
     assert changed_at is not None
     assert changed_at.year == now.year
+
+
+def test_two_collectors_with_crossing_probes_do_not_deadlock(
+    layout_database_url: str, probe_id: str
+) -> None:
+    """Collector A stores readings of P1 and a status of P2 while collector B stores
+    readings of P2 and a status of P1 (a shared group after a regional power-up): each
+    batch locks its probes in one order, so neither waits for the other in a cycle."""
+    schema.upgrade(layout_database_url)
+    first, second = f"{probe_id}-a", f"{probe_id}-b"
+    retried: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def batch(readings_of: str, status_of: str, seq: int) -> list[InboundMessage]:
+        status = {"v": 1, "probe_id": status_of, "state": "online"}
+        return [
+            message(readings_of, [signal(seq)]),
+            InboundMessage(
+                protocol.status_topic(status_of), json.dumps(status).encode(), datetime.now(UTC)
+            ),
+        ]
+
+    def collector(readings_of: str, status_of: str) -> None:
+        store = Store(layout_database_url)
+        try:
+            for seq in range(150):
+                barrier.wait()
+                while True:
+                    try:
+                        store.write(batch(readings_of, status_of, seq))
+                        break
+                    except TemporaryStoreError as error:
+                        retried.append(str(error).splitlines()[0])
+        finally:
+            store.close()
+
+    threads = [
+        threading.Thread(target=collector, args=pair) for pair in ((first, second), (second, first))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert retried == []
+    assert len(rows(layout_database_url, first)) == len(rows(layout_database_url, second)) == 150

@@ -19,18 +19,7 @@ CREATE TABLE reading_ledger (
 COMMENT ON TABLE reading_ledger IS
     'seq ranges of each probe outbox committed to the readings tables or dead letters';
 
--- Readings stored before the ledger existed came from outboxes without an id: they
--- belong to the nil outbox id, which is also what an upgraded probe keeps using for
--- the outbox it already has.
-INSERT INTO reading_ledger (probe_id, outbox_id, committed)
-SELECT probe_id, '00000000-0000-0000-0000-000000000000', range_agg(int8range(seq, seq, '[]'))
-FROM (
-    SELECT probe_id, seq FROM readings_signal
-    UNION SELECT probe_id, seq FROM readings_latency
-    UNION SELECT probe_id, seq FROM readings_power
-    UNION SELECT probe_id, seq FROM readings_outage
-    UNION SELECT probe_id, seq FROM readings_throughput
-    UNION SELECT probe_id, seq FROM readings_system
-    UNION SELECT probe_id, seq FROM readings_sensor_error
-) AS stored
-GROUP BY probe_id;
+-- Batches without an outbox id (probes older than the ledger) are not kept here: under
+-- the nil id a probe whose old outbox restarted seq at 1 could not be told from a
+-- re-send, so they keep the readings tables' key (probe_id, seq, taken_at). A probe of
+-- this version gives an outbox it finds without an id a new random one.
