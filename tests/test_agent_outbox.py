@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import msgspec
 
 from agent.clock import ClockAnchor
 from agent.outbox import Outbox
+from coverwatch import protocol
 from tests.agent_harness import power_reading
 from tests.helpers import BOOT_ID, REPO
 
@@ -112,3 +115,22 @@ def test_readings_stored_before_ntp_sync_are_not_aged_out_when_the_clock_jumps(
     outbox.add([power_reading()])
     stats = outbox.stats()
     assert (stats.pending, stats.dropped_total) == (4, 0)
+
+
+def test_an_outbox_gets_one_id_for_life_and_an_old_one_gets_a_new_id(tmp_path: Path) -> None:
+    """An outbox file from before outbox ids (no meta table) gets a fresh random id, not
+    the nil one: the collector keeps no ledger for nil, so a reset seq is never hidden."""
+    old = tmp_path / "old.sqlite3"
+    with sqlite3.connect(old) as legacy:
+        legacy.execute(
+            "CREATE TABLE readings (seq INTEGER PRIMARY KEY AUTOINCREMENT, boot_id TEXT NOT NULL,"
+            " monotonic_ms INTEGER NOT NULL, ntp_synced INTEGER NOT NULL,"
+            " stored_at REAL NOT NULL, body BLOB NOT NULL)"
+        )
+    first = Outbox(old)
+    outbox_id = first.outbox_id
+    first.close()
+    assert outbox_id != protocol.NIL_OUTBOX_ID
+    assert str(uuid.UUID(outbox_id)) == outbox_id
+    assert Outbox(old).outbox_id == outbox_id  # kept for the file's life
+    assert Outbox(tmp_path / "new.sqlite3").outbox_id not in (outbox_id, protocol.NIL_OUTBOX_ID)
