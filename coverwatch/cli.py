@@ -258,7 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = handler(args)
     except protocol.ProtocolError as error:
         print(f"rejected: {error}", file=sys.stderr)
-        return 1
+        # Input no decoder can read (nested past the stack, too large) is an unusable
+        # input like a non-JSON file (2); a message the protocol refuses is 1.
+        return 2 if error.undecodable else 1
     except CoverwatchError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -326,9 +326,12 @@ class ProtocolError(ValueError):
     or ``None`` when the message as a whole is wrong (not JSON, too large, wrong topic).
     """
 
-    def __init__(self, reason: str, *, field: str | None = None) -> None:
+    def __init__(self, reason: str, *, field: str | None = None, undecodable: bool = False) -> None:
         self.reason = reason
         self.field = field
+        # True when no JSON decoder could read the bytes at all (nested past the stack,
+        # too large for memory): not a wrong message, but input no tool can take.
+        self.undecodable = undecodable
         super().__init__(f"{field}: {reason}" if field else reason)
 
 
@@ -472,13 +475,17 @@ def _never_raises_other_errors(
         except RecursionError:
             raise ProtocolError(
                 "JSON is nested too deeply to decode; the protocol's messages are "
-                "at most 3 levels deep"
+                "at most 3 levels deep",
+                undecodable=True,
             ) from None
         except MemoryError:
-            raise ProtocolError("payload is too large to decode in memory") from None
+            raise ProtocolError(
+                "payload is too large to decode in memory", undecodable=True
+            ) from None
         except Exception as error:  # the decoder's promise: only ProtocolError escapes
             raise ProtocolError(
-                f"payload could not be decoded ({type(error).__name__}: {error})"
+                f"payload could not be decoded ({type(error).__name__}: {error})",
+                undecodable=True,
             ) from None
 
     return guarded
@@ -637,6 +644,7 @@ def _explain(
             "JSON is nested too deeply to decode; the protocol's messages are at most "
             "3 levels deep",
             field=prefix or None,
+            undecodable=True,
         )
     if not isinstance(error, msgspec.ValidationError):
         if _LONE_SURROGATE.search(payload):
