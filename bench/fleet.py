@@ -7,6 +7,7 @@ with ``rng`` so that payloads are not all alike.
 from __future__ import annotations
 
 import random
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -67,4 +68,7 @@ def readings_batch(
             readings.append(
                 protocol.SystemReading(**common, cpu_temp_c=51.2, load_1m=0.3, outbox_pending=0)
             )
-    return protocol.ReadingsBatch(v=1, probe_id=probe_id, readings=readings)
+    # Every probe of this version names its outbox, which puts the collector's reading
+    # ledger on the measured path.
+    outbox_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"coverwatch-bench:{probe_id}"))
+    return protocol.ReadingsBatch(v=1, probe_id=probe_id, readings=readings, outbox_id=outbox_id)

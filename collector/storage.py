@@ -57,6 +57,9 @@ _KIND_OF_TYPE: dict[type, str] = {
     reading_type: kind for kind, reading_type in protocol.READING_TYPES.items()
 }
 _astuple = msgspec.structs.astuple
+# Where seq sits in a row (probe_id, *COLUMNS[kind]): msgspec orders a kw_only struct's
+# own fields before the inherited ones.
+_SEQ_AT: dict[str, int] = {kind: 1 + columns.index("seq") for kind, columns in COLUMNS.items()}
 _taken_at = attrgetter("taken_at")
 
 _UUID_OID = 2950
@@ -147,18 +150,23 @@ class DeadLetter:
 class _Decoded:
     """A batch of messages after decoding, grouped for writing.
 
-    ``keys`` and ``indexes`` run parallel to ``readings``: each row's identity and its
-    position in the message it came in.
+    ``outboxes`` runs parallel to ``readings``: a row's identity is (row[0],
+    outboxes[kind][i], row[_SEQ_AT[kind]]). ``positions`` (each row's place in
+    its message) is kept only when decoding one message for quarantine.
+    ``handled`` holds every seq the batch settles per (probe_id, outbox_id): its rows
+    and its dead-lettered readings whose seq is known.
     """
 
     readings: dict[str, list[tuple[Any, ...]]] = field(default_factory=lambda: defaultdict(list))
-    keys: dict[str, list[ReadingKey]] = field(default_factory=lambda: defaultdict(list))
-    indexes: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    outboxes: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    positions: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    handled: dict[tuple[str, str], list[int]] = field(default_factory=lambda: defaultdict(list))
     arrivals: dict[str, _Arrival] = field(default_factory=dict)
     statuses: list[tuple[protocol.ProbeStatus, datetime]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    seen: set[ReadingKey] = field(default_factory=set)
+    seen: dict[tuple[str, str], set[int]] = field(default_factory=dict)
     repeats: int = 0  # readings that came twice within the batch
+    track_positions: bool = False
 
 
 @dataclass
@@ -179,8 +187,10 @@ def is_temporary(error: BaseException) -> bool:
     return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
 
 
-def decode_messages(messages: Iterable[InboundMessage]) -> _Decoded:
-    decoded = _Decoded()
+def decode_messages(
+    messages: Iterable[InboundMessage], *, track_positions: bool = False
+) -> _Decoded:
+    decoded = _Decoded(track_positions=track_positions)
     for message in messages:
         _decode_one(message, decoded)
     return decoded
@@ -221,6 +231,8 @@ def _decode_one(message: InboundMessage, into: _Decoded) -> None:
     outbox_id = batch.batch.outbox_id or protocol.NIL_OUTBOX_ID
     for rejected in batch.rejected:
         seq = _seq_of(rejected.raw)
+        if seq is not None:
+            into.handled[(probe_id, outbox_id)].append(seq)
         into.dead_letters.append(
             DeadLetter(
                 message.origin,
@@ -236,24 +248,37 @@ def _decode_one(message: InboundMessage, into: _Decoded) -> None:
     readings = batch.batch.readings
     if not readings:
         return
-    rejected_indexes = {rejected.index for rejected in batch.rejected}
-    positions = (
-        range(len(readings))
-        if not rejected_indexes
-        else [i for i in range(len(readings) + len(rejected_indexes)) if i not in rejected_indexes]
-    )
-    rows, keys, indexes, seen = into.readings, into.keys, into.indexes, into.seen
+    positions: Sequence[int] = range(len(readings))
+    if batch.rejected:
+        rejected_indexes = {rejected.index for rejected in batch.rejected}
+        total = len(readings) + len(rejected_indexes)
+        positions = [i for i in range(total) if i not in rejected_indexes]
+    seqs = [reading.seq for reading in readings]
+    seen = into.seen.setdefault((probe_id, outbox_id), set())
+    stored = readings
+    if seen.isdisjoint(seqs) and len(set(seqs)) == len(seqs):
+        seen.update(seqs)  # the usual case: nothing repeated, no check per reading
+    else:
+        keep = [False] * len(readings)
+        for number, seq in enumerate(seqs):
+            if seq in seen:
+                into.repeats += 1
+            else:
+                seen.add(seq)
+                keep[number] = True
+        stored = [reading for reading, kept in zip(readings, keep, strict=True) if kept]
+        positions = [position for position, kept in zip(positions, keep, strict=True) if kept]
+        seqs = [reading.seq for reading in stored]
+    into.handled[(probe_id, outbox_id)].extend(seqs)
+    rows, outboxes = into.readings, into.outboxes
     prefix = (probe_id,)
-    for reading, position in zip(readings, positions, strict=True):
-        key = (probe_id, outbox_id, reading.seq)
-        if key in seen:
-            into.repeats += 1
-            continue
-        seen.add(key)
+    for reading in stored:
         kind = _KIND_OF_TYPE[type(reading)]
         rows[kind].append(prefix + _astuple(reading))
-        keys[kind].append(key)
-        indexes[kind].append(position)
+        outboxes[kind].append(outbox_id)
+    if into.track_positions:
+        for reading, position in zip(stored, positions, strict=True):
+            into.positions[_KIND_OF_TYPE[type(reading)]].append(position)
     # The probe's newest reading (the last of equals) says which boot it is in; a time
     # from a clock running far ahead counts as the arrival time.
     newest = max(reversed(readings), key=_taken_at)
@@ -343,7 +368,7 @@ class Store:
         )
         total = WriteResult()
         for message in messages:
-            decoded = decode_messages([message])
+            decoded = decode_messages([message], track_positions=True)
             outcome = self._try_write(decoded)
             if isinstance(outcome, WriteResult):
                 total.add(outcome)
@@ -376,33 +401,38 @@ class Store:
         letters = decoded.dead_letters
         with connection.transaction():
             _lock_probe_status(connection, decoded)
-            handled = [key for keys in decoded.keys.values() for key in keys]
-            handled += [letter.key for letter in letters if letter.key is not None]
-            if handled:
-                # Batches without an outbox id (probes older than the ledger, imports of
-                # their exports) keep the old identity (probe_id, seq, taken_at): the nil
-                # id cannot tell a probe whose old outbox restarted seq at 1 from a re-send.
-                ledger_keys = [key for key in handled if key[1] != protocol.NIL_OUTBOX_ID]
-                already = _lock_ledger(connection, ledger_keys) if ledger_keys else set()
-                readings = _without_committed(decoded, already) if already else decoded.readings
-                result.duplicates += sum(map(len, decoded.readings.values())) - sum(
-                    map(len, readings.values())
-                )
-                if readings:
-                    self._look_up_copy_types(connection, readings)
-                    for kind, inserted in _copy_readings(
-                        connection, readings, self._copy_types
-                    ).items():
-                        result.stored[kind] += inserted
-                        result.duplicates += len(readings[kind]) - inserted
-                if ledger_keys:
-                    _extend_ledger(connection, ledger_keys)
-                for probe_id, outbox_id, seq in handled:
-                    result.committed[(probe_id, outbox_id)].add(seq)
-                if already:
-                    # A re-sent invalid reading was dead-lettered the first time.
-                    letters = [letter for letter in letters if letter.key not in already]
-                    result.duplicates += len(decoded.dead_letters) - len(letters)
+            # Batches without an outbox id (probes older than the ledger, imports of their
+            # exports) keep the old identity (probe_id, seq, taken_at): under the nil id a
+            # probe whose old outbox restarted seq at 1 could not be told from a re-send.
+            ranges = {
+                outbox: protocol.seq_ranges(seqs)
+                for outbox, seqs in decoded.handled.items()
+                if outbox[1] != protocol.NIL_OUTBOX_ID and seqs
+            }
+            committed = _lock_ledger(connection, ranges) if ranges else {}
+            readings = _without_committed(decoded, committed) if committed else decoded.readings
+            result.duplicates += sum(map(len, decoded.readings.values())) - sum(
+                map(len, readings.values())
+            )
+            if readings:
+                self._look_up_copy_types(connection, readings)
+                for kind, inserted in _copy_readings(
+                    connection, readings, self._copy_types
+                ).items():
+                    result.stored[kind] += inserted
+                    result.duplicates += len(readings[kind]) - inserted
+            if ranges:
+                _extend_ledger(connection, ranges)
+            for outbox, seqs in decoded.handled.items():
+                result.committed[outbox].update(seqs)
+            if committed:
+                # A re-sent invalid reading was dead-lettered the first time.
+                letters = [
+                    letter
+                    for letter in letters
+                    if letter.key is None or not _in_ranges(committed, *letter.key)
+                ]
+                result.duplicates += len(decoded.dead_letters) - len(letters)
             _insert_dead_letters(connection, letters)
             result.rejected.extend(letters)
             _record_arrivals(connection, decoded.arrivals)
@@ -428,18 +458,22 @@ class Store:
         """
         parts: list[tuple[_Decoded, bytes, int | None, ReadingKey | None]] = []
         for kind, rows in decoded.readings.items():
-            for row, key, index in zip(
-                rows, decoded.keys[kind], decoded.indexes[kind], strict=True
+            for row, outbox_id, position in zip(
+                rows, decoded.outboxes[kind], decoded.positions[kind], strict=True
             ):
                 single = _Decoded()
                 single.readings[kind].append(row)
-                single.keys[kind].append(key)
-                single.indexes[kind].append(index)
+                single.outboxes[kind].append(outbox_id)
+                key = (row[0], outbox_id, row[_SEQ_AT[kind]])
+                single.handled[(key[0], key[1])].append(key[2])
                 named_row = dict(zip(("probe_id", *COLUMNS[kind]), row, strict=True))
-                parts.append((single, msgspec.json.encode(named_row), index, key))
+                parts.append((single, msgspec.json.encode(named_row), position, key))
         rest = _Decoded(
             arrivals=decoded.arrivals, statuses=decoded.statuses, dead_letters=decoded.dead_letters
         )
+        for letter in decoded.dead_letters:
+            if letter.key is not None:
+                rest.handled[(letter.key[0], letter.key[1])].append(letter.key[2])
         parts.append((rest, message.payload, None, None))
         total = WriteResult(duplicates=decoded.repeats)
         for part, raw, part_index, part_key in parts:
@@ -457,7 +491,10 @@ class Store:
                 part_index,
                 part_key,
             )
-            total.add(self._write_decoded(_Decoded(dead_letters=[letter])))
+            refused = _Decoded(dead_letters=[letter])
+            if part_key is not None:
+                refused.handled[(part_key[0], part_key[1])].append(part_key[2])
+            total.add(self._write_decoded(refused))
         return total
 
     def quarantine(self, letters: Sequence[DeadLetter]) -> WriteResult:
@@ -625,14 +662,20 @@ def _lock_probe_status(connection: psycopg.Connection[Any], decoded: _Decoded) -
     )
 
 
-def _lock_ledger(connection: psycopg.Connection[Any], keys: list[ReadingKey]) -> set[ReadingKey]:
-    """Lock the ledger rows of these probe outboxes; return the keys already committed.
+_Ranges = dict[tuple[str, str], list[tuple[int, int]]]
+
+
+def _lock_ledger(connection: psycopg.Connection[Any], ranges: _Ranges) -> _Ranges:
+    """Lock the ledger rows of these probe outboxes; return what of ``ranges`` is
+    already committed, as half-open ``[lower, upper)`` seq ranges per outbox.
 
     The upsert takes a row lock on every (probe_id, outbox_id) of the batch, in a fixed
     order, so two collectors of a shared group handling one probe take turns instead
-    of both storing a reading (a deadlock would be a temporary error, retried).
+    of both storing a reading. The batch goes to the server as seq ranges (a message's
+    seqs are mostly one range) and comes back as their committed parts: a few values
+    per message instead of three per reading.
     """
-    outboxes = sorted({(probe_id, outbox_id) for probe_id, outbox_id, _ in keys})
+    outboxes = sorted(ranges)
     connection.execute(
         "INSERT INTO reading_ledger (probe_id, outbox_id) "
         "SELECT * FROM unnest(%s::text[], %s::uuid[]) ORDER BY 1, 2 "
@@ -640,52 +683,61 @@ def _lock_ledger(connection: psycopg.Connection[Any], keys: list[ReadingKey]) ->
         ([probe for probe, _ in outboxes], [outbox for _, outbox in outboxes]),
     )
     rows = connection.execute(
-        "SELECT u.probe_id, u.outbox_id::text, u.seq "
-        "FROM unnest(%s::text[], %s::uuid[], %s::bigint[]) AS u(probe_id, outbox_id, seq) "
-        "JOIN reading_ledger l USING (probe_id, outbox_id) WHERE l.committed @> u.seq",
-        (
-            [key[0] for key in keys],
-            [key[1] for key in keys],
-            [key[2] for key in keys],
-        ),
+        "SELECT u.probe_id, u.outbox_id::text, lower(r), upper(r) "
+        "FROM unnest(%s::text[], %s::uuid[], %s::bigint[], %s::bigint[]) "
+        "     AS u(probe_id, outbox_id, first, last) "
+        "JOIN reading_ledger l USING (probe_id, outbox_id) "
+        "CROSS JOIN LATERAL unnest(l.committed * int8multirange(int8range(u.first, u.last, '[]'))) "
+        "     AS r",
+        _range_columns(ranges),
     ).fetchall()
-    return {(probe_id, outbox_id, seq) for probe_id, outbox_id, seq in rows}
+    committed: _Ranges = defaultdict(list)
+    for probe_id, outbox_id, lower, upper in rows:
+        committed[(probe_id, outbox_id)].append((int(lower), int(upper)))
+    return dict(committed)
 
 
-def _without_committed(
-    decoded: _Decoded, committed: set[ReadingKey]
-) -> dict[str, list[tuple[Any, ...]]]:
+def _in_ranges(committed: _Ranges, probe_id: str, outbox_id: str, seq: int) -> bool:
+    return any(lower <= seq < upper for lower, upper in committed.get((probe_id, outbox_id), ()))
+
+
+def _range_columns(ranges: _Ranges) -> tuple[list[str], list[str], list[int], list[int]]:
+    probes: list[str] = []
+    outboxes: list[str] = []
+    firsts: list[int] = []
+    lasts: list[int] = []
+    for (probe_id, outbox_id), outbox_ranges in ranges.items():
+        for first, last in outbox_ranges:
+            probes.append(probe_id)
+            outboxes.append(outbox_id)
+            firsts.append(first)
+            lasts.append(last)
+    return probes, outboxes, firsts, lasts
+
+
+def _without_committed(decoded: _Decoded, committed: _Ranges) -> dict[str, list[tuple[Any, ...]]]:
+    """The rows whose reading is not committed yet."""
     readings: dict[str, list[tuple[Any, ...]]] = {}
     for kind, rows in decoded.readings.items():
+        seq_at = _SEQ_AT[kind]
         kept = [
-            row for row, key in zip(rows, decoded.keys[kind], strict=True) if key not in committed
+            row
+            for row, outbox_id in zip(rows, decoded.outboxes[kind], strict=True)
+            if not _in_ranges(committed, row[0], outbox_id, row[seq_at])
         ]
         if kept:
             readings[kind] = kept
     return readings
 
 
-def _extend_ledger(connection: psycopg.Connection[Any], keys: list[ReadingKey]) -> None:
-    by_outbox: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for probe_id, outbox_id, seq in keys:
-        by_outbox[(probe_id, outbox_id)].append(seq)
-    probes: list[str] = []
-    outboxes: list[str] = []
-    firsts: list[int] = []
-    lasts: list[int] = []
-    for (probe_id, outbox_id), seqs in by_outbox.items():
-        for first, last in protocol.seq_ranges(seqs):
-            probes.append(probe_id)
-            outboxes.append(outbox_id)
-            firsts.append(first)
-            lasts.append(last)
+def _extend_ledger(connection: psycopg.Connection[Any], ranges: _Ranges) -> None:
     connection.execute(
         "UPDATE reading_ledger l SET committed = l.committed + n.ranges, updated_at = now() "
         "FROM (SELECT probe_id, outbox_id, range_agg(int8range(first, last, '[]')) AS ranges "
         "      FROM unnest(%s::text[], %s::uuid[], %s::bigint[], %s::bigint[]) "
         "           AS u(probe_id, outbox_id, first, last) GROUP BY 1, 2) AS n "
         "WHERE l.probe_id = n.probe_id AND l.outbox_id = n.outbox_id",
-        (probes, outboxes, firsts, lasts),
+        _range_columns(ranges),
     )
 
 
