@@ -44,3 +44,7 @@ bench-protocol: $(STAMP)
 .PHONY: bench-ingest
 bench-ingest: $(STAMP)
 	$(BIN)/python -m bench.ingest
+
+.PHONY: bench-ack-traffic
+bench-ack-traffic: $(STAMP)
+	$(BIN)/python -m bench.ack_traffic

@@ -19,7 +19,6 @@ latency pings a month (see the sample's header and agent/README.md).
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import difflib
 import math
 import os
@@ -38,6 +37,7 @@ from agent.sensors.base import SensorPlugin, registered
 from coverwatch import protocol
 from coverwatch.errors import CoverwatchError
 from coverwatch.settings import MQTT_URL_ENV, MqttUrl
+from coverwatch.shown import printable, shown
 
 DEFAULT_PATH = Path("/etc/coverwatch/probe.toml")
 CONFIG_PATH_ENV = "COVERWATCH_PROBE_CONFIG"
@@ -312,7 +312,7 @@ def from_mapping(
     for table_name in document:
         if table_name not in known_tables:
             problems.append(
-                f"unknown table [{_printable(table_name)}]{_did_you_mean(table_name, known_tables)}"
+                f"unknown table [{printable(table_name)}]{_did_you_mean(table_name, known_tables)}"
             )
     sections: dict[str, Any] = {}
     for name, section_type in _SECTIONS.items():
@@ -326,7 +326,7 @@ def from_mapping(
     for name in sensors_table:
         if name not in plugins:
             problems.append(
-                f"unknown sensor [sensors.{_printable(name)}]"
+                f"unknown sensor [sensors.{printable(name)}]"
                 f"{_did_you_mean(name, list(plugins))}; "
                 f"known sensors: {', '.join(sorted(plugins))}"
             )
@@ -368,24 +368,23 @@ def _sensor(
         "interval_s", DEFAULT_INTERVALS_S.get(plugin.name, FALLBACK_INTERVAL_S)
     )
     if not isinstance(enabled, bool):
-        problems.append(f"{where} enabled: expected true or false, got {_shown(enabled)}")
+        problems.append(f"{where} enabled: expected true or false, got {shown(enabled)}")
         enabled = False
     if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
         moved = MOVED_OPTIONS.get((f"sensors.{plugin.name}", "interval_s"))
         hint = (
             f"; interval_s is how often the sensor runs, and {moved[1]} is now "
-            f"{moved[0]} (e.g. {moved[0]} = {_shown(interval)})"
+            f"{moved[0]} (e.g. {moved[0]} = {shown(interval)})"
             if moved and _looks_like_moved_value(interval)
             else ""
         )
         problems.append(
-            f"{where} interval_s: expected whole seconds >= 1, got {_shown(interval)}{hint}"
+            f"{where} interval_s: expected whole seconds >= 1, got {shown(interval)}{hint}"
         )
         interval = FALLBACK_INTERVAL_S
     elif interval > MAX_INTERVAL_S:
         problems.append(
-            f"{where} interval_s: at most {MAX_INTERVAL_S} seconds (31 days), got "
-            f"{_shown(interval)}"
+            f"{where} interval_s: at most {MAX_INTERVAL_S} seconds (31 days), got {shown(interval)}"
         )
         interval = FALLBACK_INTERVAL_S
     settings = _build(
@@ -424,7 +423,7 @@ def _build(
         checked = _coerce(value, expected)
         if checked is _INVALID:
             problems.append(
-                f"{where} {key}: expected {_describe(expected)}, got {_shown(value)} "
+                f"{where} {key}: expected {_describe(expected)}, got {shown(value)} "
                 f"(default: {_toml_value(_default(fields[key]))})"
             )
             continue
@@ -438,7 +437,7 @@ def _build(
     try:
         return section_type(**values)
     except (TypeError, ValueError) as error:  # a plugin's own checks (__post_init__)
-        problems.append(f"{where} {_printable(str(error))}")
+        problems.append(f"{where} {printable(str(error))}")
         return section_type()
 
 
@@ -508,26 +507,6 @@ def _did_you_mean(word: str, choices: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _shown(value: Any, limit: int = 60) -> str:
-    """A value from the file for a message: readable, one line and short, whatever it is."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**18:
-        digits = int(abs(value).bit_length() * math.log10(2)) + 1
-        return f"a number of about {digits} digits (too large)"
-    if isinstance(value, datetime.date | datetime.time):
-        return f"a date/time ({value.isoformat()})"
-    try:
-        text = repr(value)
-    except (ValueError, RecursionError):  # e.g. a list holding a 5,000-digit number
-        text = f"a {type(value).__name__}"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _printable(text: str) -> str:
-    """A name from the file as it can appear inside one line of a message."""
-    shown = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
-    return shown if len(shown) <= 100 else shown[:97] + "..."
-
-
 def _has_nul(value: Any) -> bool:
     if isinstance(value, str):
         return "\x00" in value
@@ -539,12 +518,12 @@ def _check_semantics(config: ProbeConfig, problems: list[str]) -> None:
         problems.append('[probe] id is required, e.g. id = "cb-001" (as registered on the server)')
     elif not re.fullmatch(protocol.PROBE_ID_RE, config.probe.id):  # no trailing newline
         problems.append(
-            f"[probe] id {_shown(config.probe.id)} is not a valid probe id: use 1-64 lowercase "
+            f"[probe] id {shown(config.probe.id)} is not a valid probe id: use 1-64 lowercase "
             "letters, digits, '-' or '_', e.g. cb-001"
         )
     if config.probe.log_level.lower() not in ("debug", "info", "warning", "error"):
         problems.append(
-            f"[probe] log_level {_shown(config.probe.log_level)}: use debug, info, warning or error"
+            f"[probe] log_level {shown(config.probe.log_level)}: use debug, info, warning or error"
         )
     if not config.mqtt.url:
         problems.append(
@@ -600,7 +579,7 @@ def _check_readable(path: str, where: str, problems: list[str]) -> None:
             pass
     except (OSError, ValueError) as error:
         reason = error.strerror if isinstance(error, OSError) else str(error)
-        problems.append(f"{where}: cannot read {_shown(path, 300)} ({reason}); check the path")
+        problems.append(f"{where}: cannot read {shown(path, 300)} ({reason}); check the path")
 
 
 def _read_password(path: str, problems: list[str]) -> str | None:
@@ -609,12 +588,10 @@ def _read_password(path: str, problems: list[str]) -> str | None:
     try:
         return Path(path).read_text(encoding="utf-8").strip()
     except UnicodeDecodeError:
-        problems.append(
-            f"{where}: {_shown(path, 300)} is not UTF-8 text; it must hold the password"
-        )
+        problems.append(f"{where}: {shown(path, 300)} is not UTF-8 text; it must hold the password")
     except (OSError, ValueError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else error
-        problems.append(f"{where}: cannot read {_shown(path, 300)} ({reason}); check the path")
+        problems.append(f"{where}: cannot read {shown(path, 300)} ({reason}); check the path")
     return None
 
 

@@ -405,7 +405,9 @@ class Publisher:
             return
         self._backoff.reset()
         self.last_error = None
-        client.subscribe(self.ack_topic, qos=1)
+        # QoS 0: with a clean session an ack lost on the way is not redelivered at any QoS
+        # (a re-send makes it up); QoS 1 would only add a PUBACK per ack (~6 MB a month).
+        client.subscribe(self.ack_topic, qos=0)
         client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
         self._reconnected = True
         self.connected.set()

@@ -3,18 +3,30 @@
 Runs the real agent (scheduler, SQLite outbox, paho publisher) in a child process
 against a real local broker, with simulated sensors that return realistic readings
 instantly (so the figures are the agent's own cost, not the modem's or ping's), at
-the default cadence and at an accelerated one. Prints, for each:
+the default cadence and at an accelerated one. A real collector (in a thread of the
+parent process) stores the readings in a throwaway PostgreSQL and publishes the commit
+acknowledgements, so the agent receives confirmations and deletes confirmed readings
+from its outbox as in production. Prints, for each run:
 
-- peak RSS (``ru_maxrss``) against the same interpreter with the same imports idling;
+- peak RSS (``VmHWM`` of ``/proc/self/status``) against the same interpreter with the
+  same imports idling. (Not ``ru_maxrss``: Linux carries a process's peak over
+  ``execve``, so a child spawned by a bigger parent — this one runs the collector —
+  would report the parent's peak.)
 - CPU as % of one core (user + system time / wall time);
 - bytes the kernel wrote to disk per reading (``/proc/self/io`` write_bytes, i.e.
   after the page cache: outbox inserts, WAL, fsyncs, deletes), against the reading's
   JSON size — the outbox's write amplification.
 
+Deletes: confirmed readings are deleted every ``REMOVE_EVERY_S`` (10 min) or 500
+readings. The accelerated run divides that period by its speed-up, so it deletes as
+often per simulated minute as a probe does. A default-cadence run shorter than 10 min
+deletes nothing while it measures; its figure then adds the cost of the delete done
+at the clean stop (measured separately), pro rata of the run's length over 10 min.
+
 Last line: ``RESULT rss_mb=… cpu_pct=… disk_bytes_per_reading=…`` (default cadence).
 Targets (issue #4): RSS <= 40 MB, <= 2 % of one core at the default cadence.
 
-    python -m bench.agent [--default-s 120] [--accelerated-s 30]
+    python -m bench.agent [--default-s 120] [--accelerated-s 30] [--database-url URL]
 """
 
 from __future__ import annotations
@@ -22,44 +34,35 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent.scheduler import ScheduledSensor
+    from agent.sensors.base import Stamp
+    from collector.ingest import Collector
+    from coverwatch import protocol
+    from coverwatch.localservices import LocalBroker
+    from coverwatch.settings import MqttUrl
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The simulated sensors of a probe with a good LTE signal, one function per sensor.
+SIMULATED_SENSORS = ("cellular", "latency", "power", "system")
 
-def _child(args: argparse.Namespace) -> None:
-    import msgspec
 
-    from agent.clock import Clock
-    from agent.config import DEFAULT_INTERVALS_S
-    from agent.outbox import Outbox
-    from agent.publisher import Publisher, PublisherOptions
-    from agent.scheduler import Agent, ScheduledSensor
-    from agent.sensors.base import Stamp
+def simulated_readings() -> dict[str, Callable[[Stamp], list[protocol.Reading]]]:
+    """Realistic readings for each simulated sensor, by sensor name."""
     from coverwatch import protocol
-    from coverwatch.settings import MqttUrl
-
-    if args.idle:
-        time.sleep(2)
-        print(json.dumps({"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
-        return
-
-    class Simulated:
-        def __init__(self, name: str, make: Any) -> None:
-            self.name = name
-            self._make = make
-
-        def read(self, stamp: Stamp) -> Iterable[protocol.Reading]:
-            readings: list[protocol.Reading] = self._make(stamp)
-            return readings
 
     def signal(stamp: Stamp) -> list[protocol.Reading]:
         return [
@@ -118,55 +121,196 @@ def _child(args: argparse.Namespace) -> None:
             )
         ]
 
-    makers = {"cellular": signal, "latency": latency, "power": power, "system": system}
-    sensors = [
-        ScheduledSensor(Simulated(name, make), DEFAULT_INTERVALS_S[name] / args.speedup)
-        for name, make in makers.items()
+    makers: dict[str, Callable[[Stamp], list[protocol.Reading]]] = {
+        "cellular": signal,
+        "latency": latency,
+        "power": power,
+        "system": system,
+    }
+    assert tuple(makers) == SIMULATED_SENSORS
+    return makers
+
+
+def simulated_sensors(speedup: float = 1.0) -> list[ScheduledSensor]:
+    """The simulated sensors on the default cadence (agent.config), ``speedup`` times faster."""
+    from agent.config import DEFAULT_INTERVALS_S
+    from agent.scheduler import ScheduledSensor
+
+    class Simulated:
+        def __init__(self, name: str, make: Callable[[Stamp], list[protocol.Reading]]) -> None:
+            self.name = name
+            self._make = make
+
+        def read(self, stamp: Stamp) -> Iterable[protocol.Reading]:
+            return self._make(stamp)
+
+    return [
+        ScheduledSensor(Simulated(name, make), DEFAULT_INTERVALS_S[name] / speedup)
+        for name, make in simulated_readings().items()
     ]
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A broker, a database and a collector confirming commits, as in production."""
+
+    broker: LocalBroker
+    database_url: str
+    collector: Collector
+
+    @property
+    def broker_url(self) -> MqttUrl:
+        return self.broker.url
+
+
+@contextmanager
+def production_stack(
+    scratch: Path, *, database_url: str | None = None, require_mosquitto: bool = False
+) -> Iterator[Stack]:
+    """Mosquitto (else amqtt), PostgreSQL and a collector thread, stopped at the end.
+
+    PostgreSQL is a throwaway embedded server, or, with ``database_url`` (a role that
+    may create databases), a throwaway database on that server, dropped at the end.
+    """
+    import psycopg
+    from psycopg import sql
+
+    from collector import schema
+    from collector.ingest import Collector, IngestOptions
+    from collector.storage import Store
+    from coverwatch.localservices import LocalPostgres, mosquitto_binary, start_local_broker
+
+    if require_mosquitto and mosquitto_binary() is None:
+        raise SystemExit("this benchmark needs Mosquitto: apt-get install mosquitto")
+    postgres: LocalPostgres | None = None
+    throwaway: str | None = None
+    if database_url:
+        throwaway = f"cw_bench_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(throwaway)))
+        url = psycopg.conninfo.make_conninfo(database_url, dbname=throwaway)
+    else:
+        postgres = LocalPostgres(scratch / "pg")
+        postgres.start()
+        url = postgres.url()
+    broker: LocalBroker | None = None
+    try:
+        schema.upgrade(url)
+        broker = start_local_broker(scratch / "broker")
+        collector = Collector(
+            broker.url,
+            Store(url),
+            IngestOptions(client_id=f"bench-collector-{uuid.uuid4().hex[:8]}"),
+        )
+        collector.connect()
+        thread = threading.Thread(target=collector.run, name="bench-collector", daemon=True)
+        thread.start()
+        try:
+            yield Stack(broker, url, collector)
+        finally:
+            collector.stop()
+            thread.join(30)
+    finally:
+        if broker is not None:
+            broker.stop()
+        if postgres is not None:
+            postgres.stop()
+        if throwaway is not None and database_url:
+            with psycopg.connect(database_url, autocommit=True) as admin:
+                admin.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        sql.Identifier(throwaway)
+                    )
+                )
+
+
+def _child(args: argparse.Namespace) -> None:
+    import msgspec
+
+    import agent.publisher
+    from agent.clock import Clock
+    from agent.outbox import Outbox
+    from agent.publisher import Publisher, PublisherOptions
+    from agent.scheduler import Agent
+    from coverwatch.settings import MqttUrl
+
+    if args.idle:
+        time.sleep(2)
+        print(json.dumps({"maxrss_kb": _peak_rss_kb()}))
+        return
+
+    # Delete confirmed readings as often per simulated minute as a probe does.
+    agent.publisher.REMOVE_EVERY_S = agent.publisher.REMOVE_EVERY_S / args.speedup
+    sensors = simulated_sensors(args.speedup)
     state = Path(args.state_dir)
     outbox = Outbox(state / "outbox.sqlite3")
     clock = Clock(ntp_synced=lambda: True)
     publisher = Publisher(
         PublisherOptions(
-            probe_id="bench-001", url=MqttUrl.parse(args.broker_url), boot_id=clock.boot_id
+            probe_id=args.probe_id, url=MqttUrl.parse(args.broker_url), boot_id=clock.boot_id
         ),
         outbox,
     )
-    agent = Agent(sensors, clock=clock, outbox=outbox, on_stored=publisher.notify_live)
+    agent_ = Agent(
+        sensors,
+        clock=clock,
+        outbox=outbox,
+        on_stored=publisher.notify_live,
+        unsent_readings=publisher.unsent_readings,
+    )
     publisher.start()
-    publisher.connected.wait(10)
+    if not publisher.connected.wait(10):
+        raise SystemExit(f"the agent could not connect: {publisher.last_error}")
     stop = threading.Event()
     io_before = _write_bytes()
     cpu_before = os.times()
     started = time.monotonic()
-    runner = threading.Thread(target=agent.run, args=(stop,), name="bench-agent")
+    runner = threading.Thread(target=agent_.run, args=(stop,), name="bench-agent")
     runner.start()
     time.sleep(args.duration)
     stop.set()
     runner.join()
-    publisher.wait_idle(timeout_s=10)
+    idle = publisher.wait_idle(timeout_s=10)  # the last round confirmed by the collector
     wall = time.monotonic() - started
     cpu_after = os.times()
     io_after = _write_bytes()
-    stats = outbox.stats()
-    readings = agent.readings_taken
-    sample = signal(clock.stamp())[0]
+    pending = outbox.stats().pending
+    # The clean stop deletes every confirmed reading still in the outbox: one delete,
+    # measured on its own (with the goodbye message, which writes nothing to disk).
+    publisher.stop()
+    io_stopped = _write_bytes()
+    sample = simulated_readings()["cellular"](clock.stamp())[0]
     print(
         json.dumps(
             {
-                "readings": readings,
-                "pending": stats.pending,
+                "readings": agent_.readings_taken,
+                "rounds": agent_.rounds,
+                "messages": publisher.published_messages,
+                "confirmed": publisher.confirmed_readings,
+                "resent": publisher.resent_readings,
+                "idle": idle,
+                "pending": pending,
+                "pending_after_stop": outbox.stats().pending,
                 "wall_s": wall,
                 "cpu_s": (cpu_after.user - cpu_before.user)
                 + (cpu_after.system - cpu_before.system),
                 "write_bytes": io_after - io_before,
-                "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                "stop_delete_bytes": io_stopped - io_after,
+                "remove_every_s": agent.publisher.REMOVE_EVERY_S,
+                "maxrss_kb": _peak_rss_kb(),
                 "reading_json_bytes": len(msgspec.json.encode(sample)),
             }
         )
     )
-    publisher.stop()
     outbox.close()
+
+
+def _peak_rss_kb() -> int:
+    """Peak resident set of this process since its ``execve`` (``VmHWM``), in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status: this benchmark needs Linux")
 
 
 def _write_bytes() -> int:
@@ -182,9 +326,26 @@ def _run_child(extra: list[str]) -> dict[str, Any]:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
     )
+    if result.returncode != 0:
+        raise SystemExit(f"bench.agent child failed:\n{result.stderr}")
     return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def disk_per_reading(run: dict[str, Any]) -> tuple[float, float]:
+    """Disk bytes per reading, and the share of them that is the amortised stop delete.
+
+    A run that deleted while measuring carries its deletes already; one that did not
+    (shorter than the removal period) is charged the delete measured at its clean stop,
+    pro rata of its length over the removal period.
+    """
+    readings = max(run["readings"], 1)
+    deleted_while_measuring = run["readings"] - run["pending"]
+    extra = 0.0
+    if deleted_while_measuring == 0:
+        extra = run["stop_delete_bytes"] * min(1.0, run["wall_s"] / run["remove_every_s"])
+    return (run["write_bytes"] + extra) / readings, extra / readings
 
 
 def main() -> None:
@@ -192,65 +353,87 @@ def main() -> None:
     parser.add_argument("--default-s", type=float, default=120.0, help="run at default cadence")
     parser.add_argument("--accelerated-s", type=float, default=30.0)
     parser.add_argument("--speedup", type=float, default=60.0, help="accelerated cadence factor")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("COVERWATCH_BENCH_DATABASE_URL"),
+        help="a PostgreSQL server to create a throwaway database on "
+        "(default: $COVERWATCH_BENCH_DATABASE_URL, else an embedded PostgreSQL)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--idle", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--duration", type=float, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--broker-url", default="", help=argparse.SUPPRESS)
     parser.add_argument("--state-dir", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-id", default="bench-001", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _child(args)
         return
 
-    from coverwatch.localservices import start_local_broker
+    with (
+        tempfile.TemporaryDirectory(prefix="cw-bench-agent-") as scratch,
+        production_stack(Path(scratch), database_url=args.database_url) as stack,
+    ):
+        url = stack.broker_url.with_credentials()
+        idle = _run_child(["--idle"])
+        runs = {}
+        for label, speedup, duration in (
+            ("default", 1.0, args.default_s),
+            ("accelerated", args.speedup, args.accelerated_s),
+        ):
+            state = Path(scratch) / label
+            state.mkdir()
+            runs[label] = _run_child(
+                [
+                    "--speedup",
+                    str(speedup),
+                    "--duration",
+                    str(duration),
+                    "--broker-url",
+                    url,
+                    "--state-dir",
+                    str(state),
+                    "--probe-id",
+                    f"bench-{label}",
+                ]
+            )
+        broker_name = stack.broker.name
 
-    with tempfile.TemporaryDirectory(prefix="cw-bench-agent-") as scratch:
-        broker = start_local_broker(Path(scratch) / "broker")
-        try:
-            url = broker.url.with_credentials()
-            idle = _run_child(["--idle"])
-            runs = {}
-            for label, speedup, duration in (
-                ("default", 1.0, args.default_s),
-                ("accelerated", args.speedup, args.accelerated_s),
-            ):
-                state = Path(scratch) / label
-                state.mkdir()
-                runs[label] = _run_child(
-                    [
-                        "--speedup",
-                        str(speedup),
-                        "--duration",
-                        str(duration),
-                        "--broker-url",
-                        url,
-                        "--state-dir",
-                        str(state),
-                    ]
-                )
-        finally:
-            broker.stop()
-
+    print(f"broker: {broker_name}; collector and PostgreSQL confirm every commit")
     print(f"baseline: same interpreter and imports, idle: {idle['maxrss_kb'] / 1024:.1f} MB RSS")
     for label, run in runs.items():
         readings = max(run["readings"], 1)
+        per_reading, amortised = disk_per_reading(run)
+        deleted = run["readings"] - run["pending"]
         print(
-            f"{label:>11}: {run['readings']} readings in {run['wall_s']:.0f} s "
-            f"({run['readings'] / run['wall_s']:.2f}/s), pending {run['pending']}; "
+            f"{label:>11}: {run['readings']} readings in {run['rounds']} rounds, "
+            f"{run['wall_s']:.0f} s ({run['readings'] / run['wall_s']:.2f}/s); "
+            f"confirmed {run['confirmed']}, re-sent {run['resent']}, "
+            f"deleted while measuring {deleted} (every {run['remove_every_s']:.0f} s), "
+            f"pending {run['pending']}; "
             f"peak RSS {run['maxrss_kb'] / 1024:.1f} MB "
             f"(+{(run['maxrss_kb'] - idle['maxrss_kb']) / 1024:.1f} over idle); "
             f"CPU {100 * run['cpu_s'] / run['wall_s']:.2f} % of one core; "
-            f"disk {run['write_bytes'] / readings:.0f} B written per reading "
-            f"(reading JSON {run['reading_json_bytes']} B, "
-            f"amplification {run['write_bytes'] / readings / run['reading_json_bytes']:.1f}x)"
+            f"disk {per_reading:.0f} B written per reading "
+            f"({run['write_bytes'] / readings:.0f} measuring"
+            + (
+                f" + {amortised:.0f} for the delete at stop, {run['stop_delete_bytes']} B, "
+                f"x {min(1.0, run['wall_s'] / run['remove_every_s']):.2f} of a removal period"
+                if amortised
+                else ""
+            )
+            + f"; reading JSON {run['reading_json_bytes']} B, "
+            f"amplification {per_reading / run['reading_json_bytes']:.1f}x)"
         )
+        if not run["idle"] or run["confirmed"] < run["readings"]:
+            print(f"{label:>11}: WARNING: not every reading was confirmed by the collector")
     default, fast = runs["default"], runs["accelerated"]
     print(
         f"RESULT rss_mb={default['maxrss_kb'] / 1024:.1f} "
         f"cpu_pct={100 * default['cpu_s'] / default['wall_s']:.2f} "
-        f"disk_bytes_per_reading={default['write_bytes'] / max(default['readings'], 1):.0f} "
+        f"disk_bytes_per_reading={disk_per_reading(default)[0]:.0f} "
         f"accelerated_cpu_pct={100 * fast['cpu_s'] / fast['wall_s']:.2f} "
-        f"accelerated_disk_bytes_per_reading={fast['write_bytes'] / max(fast['readings'], 1):.0f}"
+        f"accelerated_disk_bytes_per_reading={disk_per_reading(fast)[0]:.0f}"
     )
 
 

@@ -12,7 +12,6 @@ is a :class:`ConfigError`, never another exception.
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
 import os
 import tomllib
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from coverwatch.errors import ConfigError
+from coverwatch.shown import printable, shown
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,7 @@ def _read_file(path: Path) -> dict[str, Any]:
         if setting is None:
             known = ", ".join(sorted(_BY_NAME))
             raise ConfigError(
-                f"{path}: [collector] {_printable(key)}",
+                f"{path}: [collector] {printable(key)}",
                 "unknown option",
                 f"known options: {known}",
             )
@@ -210,20 +210,20 @@ def _convert(setting: Setting, raw: Any, where: str) -> Any:
     if value is _INVALID:
         finite = " (a finite number)" if setting.type is float else ""
         raise ConfigError(
-            where, f"expected {setting.type.__name__}{finite}, got {_shown(raw)}", setting.help
+            where, f"expected {setting.type.__name__}{finite}, got {shown(raw)}", setting.help
         )
     if isinstance(value, str) and "\x00" in value:
         raise ConfigError(where, "contains a NUL character (\\u0000)", "remove it")
     if isinstance(value, int | float) and value < 0:
-        raise ConfigError(where, f"must not be negative, got {_shown(raw)}", setting.help)
+        raise ConfigError(where, f"must not be negative, got {shown(raw)}", setting.help)
     if setting.maximum is not None and value > setting.maximum:
         raise ConfigError(
-            where, f"must be at most {setting.maximum:g}, got {_shown(raw)}", setting.help
+            where, f"must be at most {setting.maximum:g}, got {shown(raw)}", setting.help
         )
     if setting.choices and value not in setting.choices:
         raise ConfigError(
             where,
-            f"expected one of {', '.join(setting.choices)}, got {_shown(raw)}",
+            f"expected one of {', '.join(setting.choices)}, got {shown(raw)}",
             setting.help,
         )
     return value
@@ -249,21 +249,3 @@ def _typed(setting: Setting, raw: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return _INVALID
     return value
-
-
-def _shown(value: Any, limit: int = 60) -> str:
-    """A value for a message: one line and short, whatever the file or flag held."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**18:
-        return f"a number of about {int(abs(value).bit_length() * math.log10(2)) + 1} digits"
-    if isinstance(value, datetime.date | datetime.time):
-        return f"a date/time ({value.isoformat()})"
-    try:
-        text = repr(value)
-    except (ValueError, RecursionError):  # e.g. a list holding a 5,000-digit number
-        text = f"a {type(value).__name__}"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _printable(text: str) -> str:
-    shown = "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
-    return shown if len(shown) <= 100 else shown[:97] + "..."

@@ -110,8 +110,10 @@ class AgentProcess:
 
     def stop(self) -> int:
         assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(30)
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            return self.process.wait(60)
+        return self.process.returncode
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

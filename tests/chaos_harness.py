@@ -12,7 +12,6 @@ database is a PostgreSQL server of the test's own.
 from __future__ import annotations
 
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import psycopg
 from collector import schema
 from collector.storage import COLUMNS
 from coverwatch.localservices import LocalPostgres, MosquittoBroker
-from tests.agent_harness import write_probe_config
+from tests.agent_harness import AgentProcess, write_probe_config
 from tests.collector_harness import CollectorProcess
 from tests.helpers import REPO
 
@@ -63,19 +62,17 @@ sys.exit(main(["run", "--config", sys.argv[1]]))
 READING_TABLES = tuple(f"readings_{kind}" for kind in COLUMNS)
 
 
-class ChaosAgent:
+class ChaosAgent(AgentProcess):
     """One probe: its own state directory, outbox, config and process."""
 
     def __init__(self, root: Path, probe_id: str, rig: ChaosRig) -> None:
+        super().__init__(root / "probe.toml", root / "agent.log")
         self.probe_id = probe_id
         self.rig = rig
         self.state_dir = root / "state"
-        self.log_path = root / "agent.log"
         self.ntp_flag = root / "ntp-synced"
         self.ntp_flag.touch()
-        self.config_path = root / "probe.toml"
         self.write_config(interval_s=1)
-        self.process: subprocess.Popen[bytes] | None = None
 
     def write_config(self, *, interval_s: int) -> None:
         write_probe_config(
@@ -107,18 +104,6 @@ class ChaosAgent:
                 env=env,
             )
 
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> int:
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            return self.process.wait(60)
-        return self.process.returncode
-
     def set_ntp_synced(self, synced: bool) -> None:
         if synced:
             self.ntp_flag.touch()
@@ -138,9 +123,6 @@ class ChaosAgent:
                 "SELECT coalesce(max(value), 0) FROM counters WHERE name = 'dropped_total'"
             ).fetchone()[0]
         return (int(row[0]) if row else 0), int(pending), int(dropped)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
 
 @dataclass
