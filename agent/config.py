@@ -12,7 +12,7 @@ generated from these declarations (``coverwatch-probe config sample``) and a tes
 keeps the committed sample in step, so every option is documented.
 
 Defaults fit a Pi on a prepaid SIM: signal and power every minute, latency and system
-health every five minutes, speed tests off; about 50-55 MB of MQTT traffic and 30 MB of
+health every five minutes, speed tests off; about 85 MB of MQTT traffic and 30 MB of
 latency pings a month (see the sample's header and agent/README.md).
 """
 
@@ -624,7 +624,7 @@ SAMPLE_HEADER = """\
 # what you need; the probe checks the whole file at start-up and lists every problem.
 #
 # Only [probe] id and [mqtt] url are required. The defaults fit a Pi on a prepaid
-# SIM: about 4,000 readings a day, roughly 50-55 MB of MQTT traffic plus ~30 MB of
+# SIM: about 4,000 readings a day, roughly 85 MB of MQTT traffic plus ~30 MB of
 # latency pings a month (speed tests are off; each one costs ~30-60 MB, so enable them
 # only with a data budget).
 """

@@ -533,8 +533,12 @@ def main() -> None:
         tallies.get((UP, "SUBSCRIBE", "ack subscription"), Tally()),
         tallies.get((DOWN, "SUBACK", "ack subscription"), Tally()),
     ]
-    if not readings_publish or not ack_publish.packets or not ack_puback.packets:
+    if not readings_publish or not ack_publish.packets:
         raise SystemExit("no readings or no acks went over the relay: nothing to measure")
+    # The probe subscribes to its acks at QoS 0, so it answers them with no PUBACK; a
+    # QoS 1 subscription would add one each.
+    ack_puback_mean = ack_puback.mean if ack_puback.packets else 0.0
+    ack_puback_ip = ip_bytes(ack_puback_mean) if ack_puback.packets else 0.0
     by_size: dict[int, list[Packet]] = {}
     for packet in readings_publish:
         by_size.setdefault(packet.readings, []).append(packet)
@@ -560,7 +564,7 @@ def main() -> None:
         f"{len(readings_publish)} readings messages ({acks_per_message:.2f} per message), "
         f"{ack_publish.mean:.1f} B each (payload {ack_payload:.1f} B, "
         f"topic {ack_topic_bytes} B), arriving in {len(ack_publish.reads)} reads; "
-        f"probe PUBACK {ack_puback.mean:.0f} B"
+        f"probe PUBACK {ack_puback_mean:.0f} B (QoS 0 subscription: none)"
     )
     per_connection = sum(t.bytes for t in subscription)
     print(
@@ -602,12 +606,11 @@ def main() -> None:
         for n, count in day.items()
     )
     acks_month = acks_per_message * messages_month
-    ack_mqtt = acks_month * (ack_publish.mean + ack_puback.mean)
-    ack_ip = acks_month * (ip_bytes(ack_publish.mean) + ip_bytes(ack_puback.mean))
-    # Lower bound: the probe's PUBACK carries the TCP acknowledgement of the ack PUBLISH.
-    ack_ip_low = acks_month * (
-        ip_bytes(ack_publish.mean, return_acks=0) + ip_bytes(ack_puback.mean)
-    )
+    ack_mqtt = acks_month * (ack_publish.mean + ack_puback_mean)
+    ack_ip = acks_month * (ip_bytes(ack_publish.mean) + ack_puback_ip)
+    # Lower bound: the TCP acknowledgement of the ack PUBLISH rides on the next segment
+    # the probe sends anyway.
+    ack_ip_low = acks_month * (ip_bytes(ack_publish.mean, return_acks=0) + ack_puback_ip)
     pings_month = MONTH_DAYS * DAY_S / (sum(ping_gaps) / len(ping_gaps)) if ping_gaps else 0.0
     ping_mqtt = pings_month * (pings.mean + pongs.mean) if pings.packets else 0.0
     ping_ip = pings_month * (ip_bytes(pings.mean) + ip_bytes(pongs.mean)) if pings.packets else 0.0
@@ -626,9 +629,9 @@ def main() -> None:
     print(f"{'keepalive pings (not acks)':<28} {_mb(ping_mqtt):>12} {_mb(ping_ip):>22}")
     print(
         f"acks: {acks_month:,.0f} a month ({acks_per_message:.2f} per readings message); "
-        f"per ack {ack_publish.mean + ack_puback.mean:.0f} B of MQTT "
-        f"(PUBLISH {ack_publish.mean:.0f} + PUBACK {ack_puback.mean:.0f}), "
-        f"~{ip_bytes(ack_publish.mean) + ip_bytes(ack_puback.mean):.0f} B of IP"
+        f"per ack {ack_publish.mean + ack_puback_mean:.0f} B of MQTT "
+        f"(PUBLISH {ack_publish.mean:.0f} + PUBACK {ack_puback_mean:.0f}), "
+        f"~{ip_bytes(ack_publish.mean) + ack_puback_ip:.0f} B of IP"
     )
     print(
         (
