@@ -652,9 +652,9 @@ def _lock_probe_status(connection: psycopg.Connection[Any], decoded: _Decoded) -
     each costs deadlock_timeout). Taking every row up front, sorted, avoids it; rows
     that do not exist yet are made here.
     """
+    if not decoded.statuses:
+        return  # arrivals alone are one statement over rows in probe order: no cycle
     probes = sorted({*decoded.arrivals, *(status.probe_id for status, _ in decoded.statuses)})
-    if not probes:
-        return
     connection.execute(
         "INSERT INTO probe_status (probe_id) SELECT * FROM unnest(%s::text[]) ORDER BY 1 "
         "ON CONFLICT (probe_id) DO UPDATE SET probe_id = excluded.probe_id",
@@ -768,13 +768,14 @@ def _record_arrivals(connection: psycopg.Connection[Any], arrivals: dict[str, _A
     """Update probe_status from the readings' arrival, set-based (one statement)."""
     if not arrivals:
         return
+    in_order = sorted(arrivals.items())  # rows locked in probe order, as everywhere
     connection.execute(
         _RECORD_ARRIVALS,
         (
-            list(arrivals),
-            [arrival.last_seen for arrival in arrivals.values()],
-            [arrival.last_taken_at for arrival in arrivals.values()],
-            [arrival.boot_id for arrival in arrivals.values()],
+            [probe_id for probe_id, _ in in_order],
+            [arrival.last_seen for _, arrival in in_order],
+            [arrival.last_taken_at for _, arrival in in_order],
+            [arrival.boot_id for _, arrival in in_order],
         ),
     )
 
