@@ -291,8 +291,8 @@ class CommitAck(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
 
     ``committed`` lists inclusive ``[first, last]`` seq ranges of ``outbox_id`` that
     are now durable in the database (stored, already stored before, or kept as dead
-    letters): the probe may forget them. Acks are QoS 1 but not retained and not
-    queued for an absent probe; a lost ack only means the probe sends the readings
+    letters): the probe may forget them. Acks are QoS 0, not retained and not queued
+    for an absent probe; a lost ack only means the probe sends the readings
     again, which the collector stores once and acknowledges again.
     """
 
