@@ -8,6 +8,15 @@ throwaway amqtt broker, each on a free loopback port with a generated config.
 TimescaleDB is a second server, ``COVERWATCH_TEST_TIMESCALE_URL`` (one that preloads
 the extension); ``layout_database_url`` runs a test on both storage layouts.
 
+``COVERWATCH_TEST_LAYOUT`` chooses the storage layout of the whole run: ``plain`` (the
+default) gives ``database_url`` and ``postgres_admin_url`` on the plain PostgreSQL server
+above; ``timescale`` gives them on the TimescaleDB server, each fresh database with the
+extension created, so that ``coverwatch db upgrade`` makes hypertables and continuous
+aggregates. The TimescaleDB server is then required: without a usable one the tests
+fail (never skip). ``@pytest.mark.layout("plain", reason=...)`` pins a test whose subject
+is one layout only; ``refresh_rollups`` refreshes the hourly rollups the way the
+database's layout needs.
+
 Tests that need a tool a user's machine may lack (mosquitto, mosquitto_pub,
 chromium, TimescaleDB, LazyFS) skip with the reason there, but fail under CI (``CI``
 set), where ``.ci/run`` installs them: CI must never pass by skipping.
@@ -16,10 +25,11 @@ set), where ``.ci/run`` installs them: CI must never pass by skipping.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NoReturn
+from typing import Literal, NoReturn
 
 import psycopg
 import pytest
@@ -31,6 +41,11 @@ from coverwatch.settings import MqttUrl
 
 TEST_DATABASE_URL_ENV = "COVERWATCH_TEST_DATABASE_URL"
 TEST_TIMESCALE_URL_ENV = "COVERWATCH_TEST_TIMESCALE_URL"
+TEST_LAYOUT_ENV = "COVERWATCH_TEST_LAYOUT"
+
+Layout = Literal["plain", "timescale"]
+LAYOUTS: tuple[Layout, ...] = ("plain", "timescale")
+ROLLUPS = ("signal_hourly", "latency_hourly")
 
 
 def skip_unless_ci(reason: str) -> NoReturn:
@@ -40,12 +55,103 @@ def skip_unless_ci(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+# -------------------------------------------------------------------- storage layout
+
+
+def selected_layout() -> Layout:
+    """The storage layout this run tests: ``COVERWATCH_TEST_LAYOUT``, ``plain`` by default."""
+    value = os.environ.get(TEST_LAYOUT_ENV, "").strip().lower() or "plain"
+    if value not in LAYOUTS:
+        raise pytest.UsageError(
+            f"{TEST_LAYOUT_ENV}={value!r}: expected one of {', '.join(LAYOUTS)}"
+        )
+    return value
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    selected_layout()  # a misspelt layout stops the run before any test
+    config.addinivalue_line(
+        "markers",
+        "layout(name, reason): the test's subject is this storage layout only; it skips "
+        f"when {TEST_LAYOUT_ENV} selects the other one",
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"storage layout: {selected_layout()} ({TEST_LAYOUT_ENV})"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    layout = selected_layout()
+    for item in items:
+        marker = item.get_closest_marker("layout")
+        if marker is None:
+            continue
+        (pinned,) = marker.args
+        assert pinned in LAYOUTS, f"{item.nodeid}: unknown layout {pinned!r}"
+        if pinned != layout:
+            reason = marker.kwargs.get("reason", "")
+            item.add_marker(
+                pytest.mark.skip(
+                    reason=f"{pinned} layout only, this run is {TEST_LAYOUT_ENV}={layout}"
+                    + (f": {reason}" if reason else "")
+                )
+            )
+
+
+@pytest.fixture(scope="session")
+def storage_layout() -> Layout:
+    """The layout of ``database_url``'s databases in this run."""
+    return selected_layout()
+
+
+def database_storage(database_url: str) -> Layout:
+    """The layout `coverwatch db upgrade` recorded in this database."""
+    with psycopg.connect(database_url) as connection:
+        rows = connection.execute("SELECT DISTINCT storage FROM schema_migrations").fetchall()
+    assert len(rows) == 1, f"expected one storage kind in schema_migrations, got {rows}"
+    return "timescale" if rows[0][0] == "timescale" else "plain"
+
+
+def refresh_rollups(database_url: str, views: tuple[str, ...] = ROLLUPS) -> None:
+    """Bring the hourly rollups up to date now, as the database's layout needs.
+
+    Plain PostgreSQL: ``REFRESH MATERIALIZED VIEW``. TimescaleDB: the views are continuous
+    aggregates, which REFRESH MATERIALIZED VIEW refuses; ``CALL
+    refresh_continuous_aggregate`` over all time does it instead (never the background
+    job's timing). A CALL cannot run in a transaction block: the connection autocommits.
+    TimescaleDB refuses a refresh that overlaps one in progress (LockNotAvailable) rather
+    than wait for it, and the refresh policy's job of a new database may be running just
+    then: that refresh is tried again until it is ours that has run.
+    """
+    storage = database_storage(database_url)
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        for view in views:
+            if storage == "timescale":
+                deadline = time.monotonic() + 60
+                while True:
+                    try:
+                        connection.execute(
+                            "CALL refresh_continuous_aggregate(%s::regclass, NULL, NULL)",
+                            (view,),
+                        )
+                        break
+                    except psycopg.errors.LockNotAvailable:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.1)
+            else:
+                connection.execute(
+                    sql.SQL("REFRESH MATERIALIZED VIEW {}").format(sql.Identifier(view))
+                )
+
+
 # ------------------------------------------------------------------------ PostgreSQL
 
 
 @pytest.fixture(scope="session")
-def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A superuser URL to a real PostgreSQL server for this test session."""
+def plain_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A superuser URL to a plain PostgreSQL server (no TimescaleDB) for this session."""
     configured = os.environ.get(TEST_DATABASE_URL_ENV)
     if configured:
         yield configured
@@ -58,19 +164,34 @@ def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def postgres_admin_url(request: pytest.FixtureRequest, storage_layout: Layout) -> str:
+    """A superuser URL to the server of this run's storage layout.
+
+    ``plain``: ``plain_admin_url``. ``timescale``: ``timescale_admin_url``, where a new
+    database gets TimescaleDB from `coverwatch db upgrade` (migration 002 creates it).
+    """
+    fixture = "plain_admin_url" if storage_layout == "plain" else "timescale_admin_url"
+    url: str = request.getfixturevalue(fixture)
+    return url
+
+
 @pytest.fixture
-def database_url(postgres_admin_url: str) -> Iterator[str]:
-    """A fresh, empty database for one test, dropped afterwards."""
-    name = f"cw_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_admin_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield psycopg.conninfo.make_conninfo(postgres_admin_url, dbname=name)
-    finally:
-        with psycopg.connect(postgres_admin_url, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+def database_url(postgres_admin_url: str, storage_layout: Layout) -> Iterator[str]:
+    """A fresh, empty database of this run's layout for one test, dropped afterwards.
+
+    On the ``timescale`` layout the extension is already created in it.
+    """
+    extensions = ("timescaledb",) if storage_layout == "timescale" else ()
+    with _fresh_database(postgres_admin_url, extensions=extensions) as url:
+        yield url
+
+
+@pytest.fixture
+def plain_database_url(plain_admin_url: str) -> Iterator[str]:
+    """A fresh database on the plain PostgreSQL server, whatever this run's layout."""
+    with _fresh_database(plain_admin_url) as url:
+        yield url
 
 
 # ----------------------------------------------------------------------- TimescaleDB
@@ -114,8 +235,12 @@ def timescale_admin_url() -> str:
         "run `bash ../shared/timescaledb/install.sh` as root and set "
         f"{TEST_TIMESCALE_URL_ENV}=postgresql://postgres@127.0.0.1:5433/postgres"
     )
+    required = selected_layout() == "timescale"
     if not url:
-        skip_unless_ci(f"{TEST_TIMESCALE_URL_ENV} is not set ({how})")
+        reason = f"{TEST_TIMESCALE_URL_ENV} is not set ({how})"
+        if required:
+            pytest.fail(f"{TEST_LAYOUT_ENV}=timescale needs a TimescaleDB server: {reason}")
+        skip_unless_ci(reason)
     problem = None
     try:
         # The extension can be listed as available yet not load (it must be preloaded):
@@ -126,6 +251,8 @@ def timescale_admin_url() -> str:
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         problem = f"no usable TimescaleDB at {TEST_TIMESCALE_URL_ENV}: {first_line} ({how})"
     if problem is not None:
+        if required:
+            pytest.fail(f"{TEST_LAYOUT_ENV}=timescale needs a TimescaleDB server: {problem}")
         skip_unless_ci(problem)
     return url
 
@@ -141,11 +268,12 @@ def timescale_database_url(timescale_admin_url: str) -> Iterator[str]:
 def layout_database_url(request: pytest.FixtureRequest) -> str:
     """A fresh database of each storage layout, for tests that must hold on both.
 
-    ``plain`` is ``database_url`` (a server without TimescaleDB, where `coverwatch db
-    upgrade` chooses plain tables and materialized views); ``timescale`` is
-    ``timescale_database_url`` (hypertables and continuous aggregates).
+    ``plain`` is ``plain_database_url`` (a server without TimescaleDB, where `coverwatch
+    db upgrade` chooses plain tables and materialized views); ``timescale`` is
+    ``timescale_database_url`` (hypertables and continuous aggregates). Both run whatever
+    ``COVERWATCH_TEST_LAYOUT`` says.
     """
-    fixture = "database_url" if request.param == "plain" else "timescale_database_url"
+    fixture = "plain_database_url" if request.param == "plain" else "timescale_database_url"
     url: str = request.getfixturevalue(fixture)
     return url
 

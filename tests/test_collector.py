@@ -25,6 +25,7 @@ from tests.collector_harness import (
     stored_counts,
     wait_for_rows,
 )
+from tests.conftest import Layout
 from tests.helpers import BOOT_ID, publish, reading_fields, signal
 
 
@@ -39,10 +40,12 @@ def query(database_url: str, sql: str, *params: object) -> list[tuple[object, ..
         return connection.execute(sql.encode(), params).fetchall()
 
 
-def test_migrations_are_idempotent_and_match_the_protocol(database_url: str) -> None:
+def test_migrations_are_idempotent_and_match_the_protocol(
+    database_url: str, storage_layout: Layout
+) -> None:
     first = schema.upgrade(database_url)
     again = schema.upgrade(database_url)
-    shipped = [m.version for m in schema.migrations_for("plain")]
+    shipped = [m.version for m in schema.migrations_for(storage_layout)]
     assert shipped[:2] == [1, 2]
     assert [m.version for m in first] == shipped
     assert again == []
@@ -57,7 +60,9 @@ def test_migrations_are_idempotent_and_match_the_protocol(database_url: str) -> 
         }
         missing = {"probe_id", *fields} - columns
         assert not missing, f"readings_{kind} lacks columns {missing}: add a migration"
-    assert query(database_url, "SELECT DISTINCT storage FROM schema_migrations") == [("plain",)]
+    assert query(database_url, "SELECT DISTINCT storage FROM schema_migrations") == [
+        (storage_layout,)
+    ]
 
 
 def test_readings_stored_once_bad_input_dead_lettered(

@@ -7,7 +7,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from collector import schema
 from coverwatch.localservices import LocalPostgres
+from tests.conftest import Layout
 
 
 def test_each_test_gets_its_own_empty_database(database_url: str) -> None:
@@ -19,6 +21,20 @@ def test_each_test_gets_its_own_empty_database(database_url: str) -> None:
     assert name is not None
     assert name[0].startswith("cw_test_")
     assert tables == (0,)
+
+
+def test_the_database_is_of_the_runs_storage_layout(
+    database_url: str, storage_layout: Layout
+) -> None:
+    """COVERWATCH_TEST_LAYOUT=timescale gives databases with TimescaleDB created, on which
+    `db upgrade` chooses hypertables; the default gives plain PostgreSQL ones."""
+    with psycopg.connect(database_url) as connection:
+        extension = connection.execute(
+            "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'"
+        ).fetchone()
+        chosen = schema.available_storage(connection)
+    assert (extension is not None) == (storage_layout == "timescale")
+    assert chosen == storage_layout
 
 
 def test_copy_and_unique_key_behave_as_in_production(database_url: str) -> None:
