@@ -160,10 +160,6 @@ class _RangeSet:
     def size(self) -> int:
         return sum(last - first + 1 for first, last in zip(self.starts, self.ends, strict=True))
 
-    def clear(self) -> None:
-        self.starts.clear()
-        self.ends.clear()
-
 
 class Publisher:
     """Keeps a connection to the broker and drains the outbox into it."""
