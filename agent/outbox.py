@@ -38,7 +38,7 @@ from pathlib import Path
 import msgspec
 
 from agent.clock import ClockAnchor
-from coverwatch.protocol import Reading
+from coverwatch.protocol import Reading, seq_ranges
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -199,7 +199,8 @@ class Outbox:
 
     def remove(self, seqs: Iterable[int]) -> int:
         """Forget readings the collector has committed; return how many were removed."""
-        return self.remove_ranges((seq, seq) for seq in seqs)
+        # Consecutive seqs (an exported backlog) become one range: one DELETE, not many.
+        return self.remove_ranges(seq_ranges(seqs))
 
     def remove_ranges(self, ranges: Iterable[tuple[int, int]]) -> int:
         """Forget the readings in these inclusive seq ranges; return how many went."""
@@ -213,11 +214,9 @@ class Outbox:
                 self._db.execute("PRAGMA synchronous=NORMAL")
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                removed = 0
-                for first, last in range_list:
-                    removed += self._db.execute(
-                        "DELETE FROM readings WHERE seq BETWEEN ? AND ?", (first, last)
-                    ).rowcount
+                removed = self._db.executemany(
+                    "DELETE FROM readings WHERE seq BETWEEN ? AND ?", range_list
+                ).rowcount
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:

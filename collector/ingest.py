@@ -6,7 +6,7 @@ At-least-once from the broker, exactly-once in the database:
   stable client id, so the broker keeps messages while the collector is away;
 * paho's manual acknowledgement is on: a message is acknowledged only after the
   transaction holding its rows has committed. A crash before that makes the broker
-  deliver it again, and the unique key (probe_id, seq, taken_at) drops the copy;
+  deliver it again, and the reading ledger (collector.storage) drops the copy;
 * acknowledgements belong to one connection: after a reconnect the broker resends
   what was not acknowledged, so messages of an earlier connection are written
   (idempotently) but not acknowledged;
