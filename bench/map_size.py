@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from collector import schema
+from collector import rollups, schema
 from coverwatch.localservices import LocalPostgres
 from geo import assets, maps
 from geo.coverage import TimeWindow
@@ -121,6 +121,10 @@ def seed(url: str, villages: int, rng: random.Random) -> TimeWindow:
                FROM probes CROSS JOIN generate_series(0, 23) AS h""",
             {"start": window.start},
         )
+        # Loaded past the collector: mark the hours, then materialize them as it would.
+        rollups.invalidate(c)
+    with psycopg.connect(url, autocommit=True) as connection:
+        rollups.refresh_all(connection)
     return window
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from coverwatch.errors import ConfigError
+from coverwatch.settings import missing_database_url
 from coverwatch.shown import printable, shown
 
 
@@ -92,9 +93,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "rollup_refresh_s",
         float,
-        300.0,
-        "refresh the hourly rollup views this often on plain PostgreSQL (seconds; 0: off; "
-        "TimescaleDB refreshes its continuous aggregates itself)",
+        60.0,
+        "re-materialize the hours marked since the last round this often (seconds; 0: off). "
+        "Reads are exact either way; marked hours are aggregated from raw readings on read",
         maximum=86400,
     ),
     Setting("log_level", str, "INFO", "DEBUG, INFO, WARNING or ERROR"),
@@ -107,6 +108,8 @@ SETTINGS: tuple[Setting, ...] = (
     ),
 )
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
+# What the collector runs with when nothing is set; IngestOptions takes its defaults from here.
+DEFAULTS: dict[str, Any] = {setting.name: setting.default for setting in SETTINGS}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -123,7 +126,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     env = os.environ if environ is None else environ
-    values: dict[str, Any] = {setting.name: setting.default for setting in SETTINGS}
+    values: dict[str, Any] = dict(DEFAULTS)
     if getattr(args, "config", None):
         values.update(_read_file(args.config))
     for setting in SETTINGS:
@@ -132,9 +135,10 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) 
         flag_value = getattr(args, setting.name, None)
         if flag_value is not None:
             values[setting.name] = _convert(setting, flag_value, setting.flag)
-    for required in ("database_url", "mqtt_url"):
-        if not values[required]:
-            raise missing(required)
+    if not values["database_url"]:
+        raise missing_database_url(otherwise="put database_url in the config file")
+    if not values["mqtt_url"]:
+        raise missing("mqtt_url")
     return values
 
 

@@ -51,20 +51,28 @@ class IngestMetrics:
         )
         self.rollup_refreshes = Counter(
             "coverwatch_rollup_refreshes",
-            "Refreshes of an hourly rollup view, by view and outcome "
-            "(ok, failed, or skipped while another collector refreshed)",
-            ["view", "outcome"],
+            "Rounds of the hourly rollups' refresher, by outcome (ok, failed)",
+            ["outcome"],
+            registry=r,
+        )
+        self.rollup_hours_refreshed = Counter(
+            "coverwatch_rollup_hours_refreshed",
+            "(probe, hour) pairs re-materialized in the hourly rollups",
+            registry=r,
+        )
+        self.rollup_hours_pending = Gauge(
+            "coverwatch_rollup_hours_pending",
+            "(probe, hour) pairs marked for re-aggregation after the last round "
+            "(read live meanwhile: exact, but slower to read when many)",
             registry=r,
         )
         self.rollup_refresh_seconds = Gauge(
             "coverwatch_rollup_refresh_seconds",
-            "Duration of the last successful refresh of a rollup view",
-            ["view"],
+            "Duration of the last successful round of the rollups' refresher",
             registry=r,
         )
         self.rollup_refreshed_at = Gauge(
             "coverwatch_rollup_last_refresh_timestamp_seconds",
-            "Unix time of the last successful refresh of a rollup view (alert when old)",
-            ["view"],
+            "Unix time of the last successful round of the rollups' refresher (alert when old)",
             registry=r,
         )

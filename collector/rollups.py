@@ -1,23 +1,21 @@
-"""Keeps the hourly rollups fresh on plain PostgreSQL.
+"""Keeps the hourly rollups materialized, on both storage layouts.
 
-On plain PostgreSQL, ``signal_hourly`` and ``latency_hourly`` are materialized views
-created ``WITH NO DATA`` (migration ``002_rollups_plain.sql``), and nothing but the
-collector refreshes them. A :class:`RollupRefresher` thread of ``coverwatch collector
-run`` does, every ``rollup_refresh_s`` seconds:
+The rollups (``signal_hourly``, ``latency_hourly``, ``probe_hourly``; migration
+``007_coverage_definition.sql``) are exact at every moment: the collector marks each
+(probe, hour) it writes readings into in ``rollup_dirty``, in the writing transaction,
+and readers aggregate marked hours from the raw readings. What this module does is keep
+that live part small: a :class:`RollupRefresher` thread of ``coverwatch collector run``
+calls the database's ``coverage_refresh()`` every ``rollup_refresh_s`` seconds until no
+marked hour is left, each call re-materializing up to ``BATCH_HOURS`` of them in one
+transaction. So a backlog that arrives a month late, or readings of the current hour,
+are refreshed exactly where they fell, on plain PostgreSQL and on TimescaleDB alike,
+and no result ever depends on when a background job runs.
 
-* the first refresh of a view is a plain ``REFRESH MATERIALIZED VIEW``, because
-  ``CONCURRENTLY`` refuses a view that was never populated (readers get an error from
-  an unpopulated view anyway, so its exclusive lock costs nothing);
-* later ones are ``REFRESH MATERIALIZED VIEW CONCURRENTLY``, which lets dashboards keep
-  reading the view meanwhile; it needs the unique indexes ``signal_hourly_key`` and
-  ``latency_hourly_key`` that migration 002 creates;
-* one collector refreshes at a time: collectors sharing a subscription try an advisory
-  lock without waiting, and skip the round another collector is already doing;
-* a failure is logged and counted, and the next round tries again; ingest runs on its
-  own connection and never notices.
-
-On TimescaleDB the same names are continuous aggregates refreshed by a TimescaleDB job
-(``002_rollups_timescale.sql``), so the refresher does nothing there and its thread ends.
+Several collectors may refresh at once: ``coverage_refresh`` takes the marks it works on
+with ``FOR UPDATE SKIP LOCKED``, so they share the work instead of waiting for each
+other, and a writer whose mark is taken waits at most one call. A failure is logged and
+counted and the next round tries again; ingest runs on its own connection and never
+notices.
 """
 
 from __future__ import annotations
@@ -27,25 +25,55 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import psycopg
-from psycopg import sql
 
-from collector import schema
 from collector.metrics import IngestMetrics
 
 logger = logging.getLogger("coverwatch.collector")
 
-VIEWS = ("signal_hourly", "latency_hourly")
-# Two-key advisory locks live apart from the one-key lock schema.py takes for migrations.
-LOCK_KEYS = (0x636F7665, 0x726F6C6C)  # "cove", "roll"
+# Hours re-materialized per transaction: large enough to amortize a call, small enough
+# that a writer waiting on one of its marks waits well under a second.
+BATCH_HOURS: Final = 2000
 
-RoundOutcome = Literal["refreshed", "failed", "skipped", "timescale"]
+RoundOutcome = Literal["refreshed", "failed"]
+
+
+def refresh_all(
+    connection: psycopg.Connection[Any],
+    *,
+    batch_hours: int = BATCH_HOURS,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> int:
+    """Re-materialize every marked hour (autocommit connection); the number done."""
+    done = 0
+    while not should_stop():
+        row = connection.execute("SELECT coverage_refresh(%s)", (batch_hours,)).fetchone()
+        count = int(row[0]) if row else 0
+        done += count
+        if count < batch_hours:
+            break
+    return done
+
+
+def invalidate(connection: psycopg.Connection[Any], start: Any = None, end: Any = None) -> int:
+    """Mark the hours of all readings in [start, end) (all: None) for re-aggregation.
+
+    For readings that did not come through the collector (a bulk COPY, a restore): until
+    marked, the rollups do not know about them.
+    """
+    row = connection.execute("SELECT coverage_invalidate(%s, %s)", (start, end)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def pending_hours(connection: psycopg.Connection[Any]) -> int:
+    row = connection.execute("SELECT count(*) FROM rollup_dirty").fetchone()
+    return int(row[0]) if row else 0
 
 
 class RollupRefresher:
-    """Refreshes the rollup views in a background thread of its own, on its own connection."""
+    """Refreshes the rollups in a background thread of its own, on its own connection."""
 
     def __init__(
         self,
@@ -54,17 +82,18 @@ class RollupRefresher:
         metrics: IngestMetrics | None = None,
         *,
         connect_timeout_s: float = 10,
+        batch_hours: int = BATCH_HOURS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.database_url = database_url
         self.interval_s = interval_s
         self.metrics = metrics or IngestMetrics()
         self.connect_timeout_s = connect_timeout_s
+        self.batch_hours = batch_hours
         self.clock = clock
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._connection: psycopg.Connection[Any] | None = None
-        self._storage: schema.Storage | None = None
 
     def start(self) -> None:
         """Refresh now, then every ``interval_s`` seconds, until :meth:`stop`."""
@@ -75,7 +104,7 @@ class RollupRefresher:
         self._stopping.set()
         connection = self._connection
         if connection is not None:
-            # A refresh over years of readings can take minutes: do not hold shutdown for it.
+            # Do not hold shutdown for a batch in progress: it rolls back, marks stay.
             with contextlib.suppress(Exception):
                 connection.cancel_safe(timeout=5)
         if self._thread is not None:
@@ -87,16 +116,16 @@ class RollupRefresher:
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
-                outcome = self.refresh_once()
+                self.refresh_once()
             except Exception:
                 # Whatever went wrong, the refresher must outlive it: next round, again.
                 logger.exception("unexpected error refreshing the rollups; trying again later")
-                outcome = "failed"
-            if outcome == "timescale" or self._stopping.wait(self.interval_s):
+            if self._stopping.wait(self.interval_s):
                 return
 
     def refresh_once(self) -> RoundOutcome:
-        """One round over every view; logs and counts failures instead of raising them."""
+        """One round: every marked hour; logs and counts failures instead of raising them."""
+        started = time.perf_counter()
         try:
             with psycopg.connect(
                 self.database_url,
@@ -106,79 +135,41 @@ class RollupRefresher:
             ) as connection:
                 self._connection = connection
                 try:
-                    return self._refresh_locked(connection)
+                    hours = refresh_all(
+                        connection,
+                        batch_hours=self.batch_hours,
+                        should_stop=self._stopping.is_set,
+                    )
+                    pending = pending_hours(connection)
                 finally:
                     self._connection = None
         except psycopg.Error as error:
-            self._log_failure(None, error)
+            self.metrics.rollup_refreshes.labels("failed").inc()
+            self._log_failure(error)
             return "failed"
-
-    def _refresh_locked(self, connection: psycopg.Connection[Any]) -> RoundOutcome:
-        if self._storage is None:
-            self._storage = schema.storage_in_use(connection)
-        if self._storage == "timescale":
-            logger.info(
-                "rollups are TimescaleDB continuous aggregates refreshed by TimescaleDB; "
-                "the collector leaves them alone"
-            )
-            return "timescale"
-        locked = connection.execute("SELECT pg_try_advisory_lock(%s, %s)", LOCK_KEYS).fetchone()
-        if not (locked and locked[0]):
-            logger.debug("another collector is refreshing the rollups; skipping this round")
-            for view in VIEWS:
-                self.metrics.rollup_refreshes.labels(view, "skipped").inc()
-            return "skipped"
-        all_refreshed = True
-        try:
-            for view in VIEWS:
-                if self._stopping.is_set():
-                    return "failed"
-                all_refreshed = self._refresh_view(connection, view) and all_refreshed
-        finally:
-            if not connection.broken:
-                connection.execute("SELECT pg_advisory_unlock(%s, %s)", LOCK_KEYS)
-        return "refreshed" if all_refreshed else "failed"
-
-    def _refresh_view(self, connection: psycopg.Connection[Any], view: str) -> bool:
-        try:
-            populated = connection.execute(
-                "SELECT relispopulated FROM pg_class WHERE oid = %s::regclass", (view,)
-            ).fetchone()
-            concurrently = bool(populated and populated[0])
-            started = time.perf_counter()
-            connection.execute(
-                sql.SQL("REFRESH MATERIALIZED VIEW {}{}").format(
-                    sql.SQL("CONCURRENTLY " if concurrently else ""), sql.Identifier(view)
-                )
-            )
-        except psycopg.Error as error:
-            self.metrics.rollup_refreshes.labels(view, "failed").inc()
-            self._log_failure(view, error)
-            return False
         seconds = time.perf_counter() - started
-        self.metrics.rollup_refreshes.labels(view, "ok").inc()
-        self.metrics.rollup_refresh_seconds.labels(view).set(seconds)
-        self.metrics.rollup_refreshed_at.labels(view).set(self.clock())
-        mode = "concurrently" if concurrently else "first fill"
+        self.metrics.rollup_refreshes.labels("ok").inc()
+        self.metrics.rollup_hours_refreshed.inc(hours)
+        self.metrics.rollup_hours_pending.set(pending)
+        self.metrics.rollup_refresh_seconds.set(seconds)
+        self.metrics.rollup_refreshed_at.set(self.clock())
         logger.log(
-            logging.DEBUG if concurrently else logging.INFO,
-            "refreshed %s (%s) in %.2fs",
-            view,
-            mode,
+            logging.INFO if hours >= self.batch_hours else logging.DEBUG,
+            "re-materialized %d probe-hours of the rollups in %.2fs (%d marked since)",
+            hours,
             seconds,
-            extra={"view": view, "mode": mode, "seconds": round(seconds, 3)},
+            pending,
+            extra={"hours": hours, "seconds": round(seconds, 3), "pending": pending},
         )
-        return True
+        return "refreshed"
 
-    def _log_failure(self, view: str | None, error: psycopg.Error) -> None:
-        what = view or "the rollups"
+    def _log_failure(self, error: psycopg.Error) -> None:
         if self._stopping.is_set():
-            logger.info("refresh of %s interrupted by shutdown", what)
+            logger.info("refresh of the rollups interrupted by shutdown")
             return
         logger.warning(
-            "cannot refresh %s (%s); trying again in %gs",
-            what,
+            "cannot refresh the rollups (%s); trying again in %gs",
             (str(error).strip().splitlines() or [type(error).__name__])[0],
             self.interval_s,
-            extra={"view": view, "sqlstate": error.sqlstate},
+            extra={"sqlstate": error.sqlstate},
         )

@@ -30,7 +30,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from operator import attrgetter, itemgetter
 from typing import Any
 
@@ -421,6 +421,7 @@ class Store:
                 ).items():
                     result.stored[kind] += inserted
                     result.duplicates += len(readings[kind]) - inserted
+            _mark_rollup_hours(connection, readings)
             if ranges:
                 _extend_ledger(connection, ranges)
             for outbox, seqs in decoded.handled.items():
@@ -728,6 +729,41 @@ def _without_committed(decoded: _Decoded, committed: _Ranges) -> dict[str, list[
         if kept:
             readings[kind] = kept
     return readings
+
+
+# Reading kinds the hourly rollups aggregate (migration 007), and where taken_at sits.
+_ROLLED_UP: dict[str, int] = {
+    kind: 1 + COLUMNS[kind].index("taken_at") for kind in ("signal", "latency")
+}
+_MARK_HOURS = """
+INSERT INTO rollup_dirty (probe_id, hour)
+SELECT probe_id, hour FROM unnest(%s::text[], %s::timestamptz[]) AS m(probe_id, hour)
+ORDER BY hour, probe_id
+ON CONFLICT (probe_id, hour) DO UPDATE SET marked_at = excluded.marked_at
+"""
+
+
+def _mark_rollup_hours(
+    connection: psycopg.Connection[Any], readings: dict[str, list[tuple[Any, ...]]]
+) -> None:
+    """Mark the (probe, UTC hour) of every stored signal and latency reading for the rollups.
+
+    In the writing transaction, so that readers aggregate those hours live until the
+    refresher has re-materialized them (see migration 007). Sorted, so that two writers
+    marking the same hours take their row locks in one order and cannot deadlock. DO
+    UPDATE (not DO NOTHING) so that a mark the refresher holds makes this wait for it:
+    the refresher's aggregate may not have seen these readings.
+    """
+    hours: set[tuple[str, datetime]] = set()
+    for kind, taken_at in _ROLLED_UP.items():
+        for row in readings.get(kind, ()):
+            at = row[taken_at].astimezone(UTC)
+            hours.add((row[0], at.replace(minute=0, second=0, microsecond=0)))
+    if hours:
+        ordered = sorted(hours, key=lambda pair: (pair[1], pair[0]))
+        connection.execute(
+            _MARK_HOURS, ([probe for probe, _ in ordered], [hour for _, hour in ordered])
+        )
 
 
 def _extend_ledger(connection: psycopg.Connection[Any], ranges: _Ranges) -> None:

@@ -17,24 +17,20 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from dashboards.model import JSON, Panel, dashboard, query_variable
-from geo.operators import OPERATOR_NAMES
+from geo.status import DEFAULT_RADIUS_M
 
 FLEET_UID = "coverwatch-fleet"
 PROBE_UID = "coverwatch-probe"
 COVERAGE_UID = "coverwatch-coverage"
 OUTAGES_UID = "coverwatch-outages"
 
-# A probe speaks for the nearest village within this distance (geo's default radius).
-VILLAGE_RADIUS_KM = 3.0
+# Probes within this distance speak for a village (geo's default radius).
+VILLAGE_RADIUS_M = DEFAULT_RADIUS_M
 # Readings arrive up to the probe outbox's max_age_days late; bounding taken_at too lets
 # TimescaleDB skip old chunks when a panel filters on received_at.
 LATE_ARRIVAL_BOUND = "interval '60 days'"
 
 REGISTERED = "registration IN ('home', 'roaming')"
-
-_OPERATORS_CTE = "operators(code, label) AS (VALUES {})".format(
-    ", ".join(f"('{code}', '{name}')" for code, name in sorted(OPERATOR_NAMES.items()))
-)
 
 _READING_TABLES = ("signal", "latency", "power", "outage", "throughput", "system", "sensor_error")
 
@@ -527,48 +523,36 @@ PROVINCE_ALL_VALUE = "SELECT province FROM villages"
 
 
 def _coverage_cte() -> str:
-    """Signal hours of every probe, put down to its nearest village and an operator.
+    """Every village's coverage per operator over the time range, from the database's one
+    definition (``coverage_by_village()``, migration 007) — what the map and the API show.
 
-    A registered reading counts for the network it is on (operator_code); a reading with
-    no service has no code and counts for the probe's own SIM operator (probes.operator,
-    a code or a name), as geo/ does.
+    ``best`` is each village's best operator, chosen as geo/ chooses it (class, then
+    availability, then operator code).
     """
     return f"""
-WITH {_OPERATORS_CTE},
-probe_village AS (
-  SELECT p.probe_id, p.operator AS sim_operator,
-         v.name AS village, v.commune, v.district, v.province
-  FROM probes p
-  JOIN LATERAL (
-    SELECT v.*,
-           111.32 * sqrt(power(v.lat - p.lat, 2)
-                         + power((v.lon - p.lon) * cos(radians(p.lat)), 2)) AS km
-    FROM villages v
-    ORDER BY km
-    LIMIT 1
-  ) v ON v.km <= {VILLAGE_RADIUS_KM}
-  WHERE p.lat IS NOT NULL AND p.lon IS NOT NULL AND v.province IN ($province)
-),
-hours AS (
-  SELECT pv.province, pv.district, pv.commune, pv.village, h.hour,
-         coalesce(h.operator_code, sim.code, pv.sim_operator, 'unknown') AS operator_code,
-         h.readings, h.registered_readings
-  FROM signal_hourly h
-  JOIN probe_village pv USING (probe_id)
-  LEFT JOIN operators sim
-    ON sim.code = pv.sim_operator OR lower(sim.label) = lower(pv.sim_operator)
-  WHERE $__timeFilter(h.hour)
+WITH registry AS (
+  SELECT village_id, name AS village, commune, district, province
+  FROM villages WHERE province IN ($province)
 ),
 labelled AS (
-  SELECT hours.*, coalesce(o.label, hours.operator_code) AS operator
-  FROM hours LEFT JOIN operators o ON o.code = hours.operator_code
+  SELECT r.province, r.district, r.commune, r.village, r.village_id,
+         c.operator AS operator_code, coalesce(o.name, c.operator) AS operator,
+         c.availability_pct, c.level, c.coverage_class, c.probes, c.readings
+  FROM coverage_by_village($__timeFrom()::timestamptz, $__timeTo()::timestamptz,
+                           {VILLAGE_RADIUS_M}) c
+  JOIN registry r USING (village_id)
+  LEFT JOIN mobile_operators o ON o.code = c.operator
+),
+best AS (
+  SELECT DISTINCT ON (village_id) *
+  FROM labelled
+  ORDER BY village_id, level DESC, availability_pct DESC, operator_code DESC
 )
 """.strip()
 
 
 def coverage(datasource_uid: str) -> JSON:
     cte = _coverage_cte()
-    availability = "100.0 * sum(registered_readings) / nullif(sum(readings), 0)"
     pct = {"unit": "percent", "decimals": 1}
     stats = [
         Panel(
@@ -576,54 +560,72 @@ def coverage(datasource_uid: str) -> JSON:
             "stat",
             "SELECT count(*) AS villages FROM villages WHERE province IN ($province)",
             format="table",
-            width=6,
+            width=5,
             height=4,
         ),
         Panel(
             "Villages measured",
             "stat",
-            f"{cte}\nSELECT count(DISTINCT (province, district, commune, village)) AS villages "
-            "FROM labelled",
+            f"{cte}\nSELECT count(*) AS villages FROM best",
             format="table",
-            width=6,
+            width=5,
             height=4,
-            description=f"Villages with a probe within {VILLAGE_RADIUS_KM:g} km that sent "
-            "signal readings in the time range.",
+            description=f"Villages with a probe within {VILLAGE_RADIUS_M / 1000:g} km that sent "
+            "signal readings in the time range. The others are unmeasured, never 'none'.",
         ),
         Panel(
-            "Availability, all measured villages",
+            "Measured villages without usable service",
             "stat",
-            f"{cte}\nSELECT {availability} AS availability_pct FROM labelled",
+            f"{cte}\nSELECT count(*) AS villages FROM best WHERE coverage_class = 'none'",
             format="table",
-            width=6,
+            width=5,
+            height=4,
+            thresholds=((None, "green"), (1, "red")),
+        ),
+        Panel(
+            "Availability, mean of measured villages",
+            "stat",
+            f"{cte}\nSELECT avg(availability_pct) AS availability_pct FROM best",
+            format="table",
+            width=5,
             height=4,
             unit="percent",
             decimals=1,
             thresholds=((None, "red"), (80, "orange"), (95, "green")),
+            description="Mean over measured villages of the best operator's availability.",
         ),
         Panel(
             "How this is measured",
             "text",
-            width=6,
+            width=4,
             height=4,
             content=f"""
-Availability = share of **hourly signal readings** with the modem registered, per
-operator. A probe speaks for the nearest village within {VILLAGE_RADIUS_KM:g} km.
-Readings without service count against the probe's own SIM operator.
-Maps and dead zones: `coverwatch map`, `coverwatch report`.
+The same definition as the map and the API (`coverage_by_village`). A reading is
+**usable** when registered and at or above the *poor* threshold of its technology
+(`coverwatch thresholds show`). Availability = usable readings / readings; class =
+median level. Probes within {VILLAGE_RADIUS_M / 1000:g} km speak for a village,
+weighted by 1/distance².
 """,
         ),
     ]
     by_operator = [
         Panel(
-            "Availability by operator, daily",
+            "Availability by operator, daily (mean of measured villages)",
             "timeseries",
             f"""
-{cte}
-SELECT $__timeGroupAlias(hour, '1d'),
-       operator AS metric,
-       {availability} AS availability_pct
-FROM labelled
+WITH registry AS (
+  SELECT village_id FROM villages WHERE province IN ($province)
+)
+SELECT d.day AS "time",
+       coalesce(o.name, c.operator) AS metric,
+       avg(c.availability_pct) AS availability_pct
+FROM generate_series(date_trunc('day', $__timeFrom()::timestamptz, 'UTC'),
+                     $__timeTo()::timestamptz, INTERVAL '1 day') AS d(day)
+CROSS JOIN LATERAL coverage_by_village(greatest(d.day, $__timeFrom()::timestamptz),
+                                       least(d.day + INTERVAL '1 day', $__timeTo()::timestamptz),
+                                       {VILLAGE_RADIUS_M}) c
+JOIN registry r USING (village_id)
+LEFT JOIN mobile_operators o ON o.code = c.operator
 GROUP BY 1, 2
 ORDER BY 1
 """,
@@ -635,15 +637,13 @@ ORDER BY 1
     ]
     tables = [
         Panel(
-            "Availability by village and operator",
+            "Coverage by village and operator",
             "table",
             f"""
 {cte}
 SELECT province, district, commune, village, operator,
-       {availability} AS availability_pct,
-       sum(readings) AS readings
+       coverage_class, availability_pct, probes, readings
 FROM labelled
-GROUP BY province, district, commune, village, operator
 ORDER BY availability_pct NULLS FIRST, province, district, commune, village, operator
 """,
             format="table",
@@ -652,13 +652,14 @@ ORDER BY availability_pct NULLS FIRST, province, district, commune, village, ope
             overrides=(("availability_pct", pct),),
         ),
         Panel(
-            "Availability by commune and operator",
+            "Coverage by commune and operator",
             "table",
             f"""
 {cte}
 SELECT province, district, commune, operator,
-       {availability} AS availability_pct,
-       count(DISTINCT village) AS villages_measured,
+       avg(availability_pct) AS availability_pct,
+       count(*) AS villages_measured,
+       count(*) FILTER (WHERE coverage_class = 'none') AS villages_without_service,
        sum(readings) AS readings
 FROM labelled
 GROUP BY province, district, commune, operator
@@ -683,7 +684,8 @@ ORDER BY availability_pct NULLS FIRST, province, district, commune, operator
     return dashboard(
         uid=COVERAGE_UID,
         title="coverwatch — village and commune coverage",
-        description="Availability by operator for every measured village and commune.",
+        description="Coverage by operator for every measured village and commune, by the "
+        "same definition as the map and the API.",
         rows=[stats, by_operator, tables],
         datasource_uid=datasource_uid,
         variables=[province],

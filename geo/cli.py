@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
 from coverwatch.errors import ConfigError
 from coverwatch.settings import DATABASE_URL_ENV
-from geo import database, registry, report
+from geo import database, registry, report, thresholds
 from geo.coverage import TimeWindow
 from geo.params import parse_window
 from geo.status import DEFAULT_RADIUS_M
-from geo.thresholds import DEFAULT_THRESHOLDS, Thresholds, parse_threshold
 
 
 def register(commands: Any) -> None:
@@ -75,6 +75,31 @@ def register(commands: Any) -> None:
     mp.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
     mp.set_defaults(handler=_map)
 
+    thr = commands.add_parser(
+        "thresholds",
+        help="the signal thresholds that define coverage (map, reports, API, Grafana)",
+        description="Coverage classes come from one table of thresholds in the database, so "
+        "that every view of coverage agrees. `set` changes them and marks every hour of "
+        "readings for re-aggregation (the collector re-materializes them; reads are exact "
+        "meanwhile, only slower).",
+    )
+    thr_commands = thr.add_subparsers(dest="thresholds_command", metavar="ACTION", required=True)
+    show = thr_commands.add_parser("show", help="print the thresholds in use")
+    show.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
+    show.set_defaults(handler=_thresholds_show)
+    put = thr_commands.add_parser(
+        "set", help="set a technology's good, fair and poor lower bounds (dBm)"
+    )
+    put.add_argument(
+        "bands",
+        nargs="+",
+        metavar="TECH=GOOD,FAIR,POOR",
+        help="e.g. lte=-95,-105,-115 (technologies: gsm, lte, nr5g, umts)",
+    )
+    put.add_argument("--source", default="", help="where the values come from (kept with them)")
+    put.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
+    put.set_defaults(handler=_thresholds_set)
+
     srv = commands.add_parser(
         "serve",
         help="serve the HTTP API and the map (/map, /api/..., OpenAPI at /schema)",
@@ -92,7 +117,7 @@ def register(commands: Any) -> None:
 
 
 def _analysis_options(parser: argparse.ArgumentParser, *, province_help: str) -> None:
-    """Window, radius, province and thresholds: what every coverage computation takes."""
+    """Window, radius and province: what every coverage computation takes."""
     when = parser.add_mutually_exclusive_group()
     when.add_argument("--since", help="start of the window, ISO 8601 (e.g. 2026-11-01)")
     when.add_argument("--window", default="30d", help="window up to now: 12h, 30d, 4w (30d)")
@@ -103,13 +128,8 @@ def _analysis_options(parser: argparse.ArgumentParser, *, province_help: str) ->
         help=f"probes within this distance speak for a village ({DEFAULT_RADIUS_M / 1000:g})",
     )
     parser.add_argument("--province", help=province_help)
-    parser.add_argument(
-        "--threshold",
-        action="append",
-        default=[],
-        metavar="TECH=GOOD,FAIR,POOR",
-        help="override a technology's dBm thresholds, e.g. lte=-95,-105,-115 (repeatable)",
-    )
+    # Kept only to say where thresholds went: one definition for map, API and Grafana.
+    parser.add_argument("--threshold", action="append", default=[], help=argparse.SUPPRESS)
 
 
 def _tile_options(parser: argparse.ArgumentParser) -> None:
@@ -146,25 +166,28 @@ def _import(args: argparse.Namespace) -> int:
     return 1 if parsed.rejected else 0
 
 
-def _analysis_values(args: argparse.Namespace) -> tuple[TimeWindow, Thresholds]:
-    """Read what ``_analysis_options`` declared: the window and the thresholds."""
+def _analysis_values(args: argparse.Namespace) -> TimeWindow:
+    """Read what ``_analysis_options`` declared: the window (and check the radius)."""
+    if args.threshold:
+        raise ConfigError(
+            "--threshold",
+            "thresholds are no longer chosen per command: they are part of the database's "
+            "one definition of coverage, which the map, the reports, the API and Grafana share",
+            f"set them once with `coverwatch thresholds set {args.threshold[0]}`",
+        )
     window = parse_window(args.since, None if args.since else args.window)
     if args.radius_km <= 0:
         raise ConfigError("--radius-km", f"{args.radius_km} is not positive", "e.g. 3")
-    thresholds = DEFAULT_THRESHOLDS.with_overrides(
-        dict(parse_threshold(text) for text in args.threshold)
-    )
-    return window, thresholds
+    return window
 
 
 def _uncovered(args: argparse.Namespace) -> int:
-    window, thresholds = _analysis_values(args)
+    window = _analysis_values(args)
     with database.connect(database.database_url(args.database_url)) as connection:
         rows = report.uncovered_villages(
             connection,
             window,
             radius_m=args.radius_km * 1000,
-            thresholds=thresholds,
             province=args.province,
             include_all=args.all,
         )
@@ -175,13 +198,12 @@ def _uncovered(args: argparse.Namespace) -> int:
 def _map(args: argparse.Namespace) -> int:
     from geo import maps
 
-    window, thresholds = _analysis_values(args)
+    window = _analysis_values(args)
     with database.connect(database.database_url(args.database_url)) as connection:
         data = maps.collect(
             connection,
             window,
             radius_m=args.radius_km * 1000,
-            thresholds=thresholds,
             province=args.province,
         )
     page = maps.render(data, tiles=args.tiles, tiles_attribution=args.tiles_attribution)
@@ -196,6 +218,36 @@ def _map(args: argparse.Namespace) -> int:
     print(
         f"wrote {args.output} ({len(page.encode()) / 1e6:.2f} MB): {len(data.villages)} villages, "
         f"{sum(1 for p in data.probes if p.lon is not None)} probes"
+    )
+    return 0
+
+
+def _thresholds_show(args: argparse.Namespace) -> int:
+    with database.connect(database.database_url(args.database_url)) as connection:
+        current = thresholds.load_thresholds(connection)
+    print(f"{'technology':<11}{'good':>7}{'fair':>7}{'poor':>7}  source")
+    for technology, band in sorted(current.bands.items()):
+        print(
+            f"{technology:<11}{band.good_dbm:>7g}{band.fair_dbm:>7g}{band.poor_dbm:>7g}  "
+            f"{band.source}"
+        )
+    return 0
+
+
+def _thresholds_set(args: argparse.Namespace) -> int:
+    bands = {}
+    for text in args.bands:
+        technology, band = thresholds.parse_threshold(text)
+        bands[technology] = dataclasses.replace(
+            band, source=args.source or "coverwatch thresholds set"
+        )
+    with database.connect(database.database_url(args.database_url)) as connection:
+        marked = thresholds.store_thresholds(connection, bands)
+        connection.commit()
+    print(
+        f"set {', '.join(sorted(bands))}; {marked} probe-hours marked for re-aggregation "
+        "(the collector re-materializes them; map, reports, API and Grafana use the new "
+        "thresholds from now on)"
     )
     return 0
 

@@ -1,23 +1,23 @@
 """Coverage of each probe, per operator and technology, over a time window.
 
-The aggregation runs in PostgreSQL (``percentile_cont``/``percentile_disc``, ``GROUPING
-SETS``) over ``readings_signal`` and ``readings_latency``, so only one row per probe,
-operator and technology comes back however many readings there are.
-
-Definitions (see geo/README.md):
+What coverage *is* lives in the database, once (``collector/migrations/
+007_coverage_definition.sql``): the thresholds in ``coverage_thresholds``, the hourly
+rollups, and ``coverage_by_probe()`` / ``coverage_by_village()``. The map, the HTTP API,
+the reports and the Grafana panels all read those functions; this module only turns
+their rows into Python objects. In short (see geo/README.md):
 
 - **level** of a reading: 3 good, 2 fair, 1 poor, 0 none by the thresholds of its
-  technology (geo/thresholds.py). Not registered → 0. Registered with no signal value,
-  or a technology without thresholds → 1 (poor: there is service, strength unknown).
+  technology. Not registered → 0. Registered with no signal value, or a technology
+  without thresholds → 1 (poor: there is service, strength unknown).
 - **availability** = % of *signal readings* in the window with usable service (level ≥ 1,
   i.e. registered and at or above the "poor" threshold). It is a share of readings, not
   of wall time: an interval without readings (probe switched off, power cut, backhaul
   down with the outbox later lost) counts neither for nor against coverage — it is
   unmeasured. ``measured_pct`` says how much of the window the probe did measure.
-- **class** of a probe and operator = the median level of its readings
-  (``percentile_disc(0.5)``, the lower median). "none" therefore means no usable service
-  at least half of the measured time; a probe or operator without readings is
-  "unmeasured", never "none".
+- **class** of a probe and operator = the lower median level of its readings. "none"
+  therefore means no usable service at least half of the measured time; a probe or
+  operator without readings is "unmeasured", never "none".
+- a **window** is read in whole UTC hours: every hour that overlaps it.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from typing import Any
 
 import psycopg
 
-from geo.operators import CODE_OF_NAME, operator_label
-from geo.thresholds import DEFAULT_THRESHOLDS, LEVELS, CoverageClass, SignalClass, Thresholds
+from geo.operators import operator_label
+from geo.thresholds import LEVELS, CoverageClass, SignalClass
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +56,7 @@ class TechnologyCoverage:
     technology: str  # lte, nr5g, umts, gsm; "none" for readings without one (not registered)
     readings: int
     usable_readings: int
-    median_signal_dbm: float | None
+    mean_signal_dbm: float | None  # dBm, mean over the readings with a signal value
     signal_class: SignalClass
 
 
@@ -91,7 +91,7 @@ class ProbeCoverage:
     operators: tuple[OperatorCoverage, ...] = ()
     measured_pct: float = 0.0
     latency_rounds: int = 0
-    rtt_median_ms: float | None = None
+    rtt_ms: float | None = None  # mean of the latency rounds' median round-trip times
     loss_pct: float | None = None
     outages: int = 0
     outage_s: float = 0.0
@@ -121,7 +121,7 @@ class ProbeCoverage:
             "lat": self.lat,
             "coverage_class": self.coverage_class(),
             "measured_pct": round(self.measured_pct, 1),
-            "rtt_median_ms": self.rtt_median_ms,
+            "rtt_ms": self.rtt_ms,
             "loss_pct": self.loss_pct,
             "latency_rounds": self.latency_rounds,
             "outages": self.outages,
@@ -138,7 +138,7 @@ class ProbeCoverage:
                             "technology": t.technology,
                             "readings": t.readings,
                             "signal_class": t.signal_class,
-                            "median_signal_dbm": t.median_signal_dbm,
+                            "mean_signal_dbm": t.mean_signal_dbm,
                         }
                         for t in o.technologies
                     ],
@@ -149,49 +149,15 @@ class ProbeCoverage:
 
 
 _SIGNAL_SQL = """
-WITH sig AS (
-    SELECT r.probe_id,
-           coalesce(r.operator_code, op.code, nullif(p.operator, ''), 'unknown') AS operator,
-           r.technology,
-           r.registration IN ('home', 'roaming') AS registered,
-           CASE r.technology WHEN 'gsm' THEN r.rssi_dbm
-                             WHEN 'umts' THEN r.rscp_dbm
-                             ELSE r.rsrp_dbm END AS signal_dbm
-    FROM readings_signal r
-    LEFT JOIN probes p USING (probe_id)
-    LEFT JOIN unnest(%(op_names)s::text[], %(op_codes)s::text[]) AS op(name, code)
-           ON lower(p.operator) = op.name
-    WHERE r.taken_at >= %(start)s AND r.taken_at < %(end)s
-), levelled AS (
-    SELECT sig.*,
-           CASE WHEN NOT registered THEN 0
-                WHEN th.good_dbm IS NULL OR signal_dbm IS NULL THEN 1
-                WHEN signal_dbm >= th.good_dbm THEN 3
-                WHEN signal_dbm >= th.fair_dbm THEN 2
-                WHEN signal_dbm >= th.poor_dbm THEN 1
-                ELSE 0 END AS level
-    FROM sig
-    LEFT JOIN unnest(%(techs)s::text[], %(good)s::float8[], %(fair)s::float8[],
-                     %(poor)s::float8[]) AS th(tech, good_dbm, fair_dbm, poor_dbm)
-           ON th.tech = sig.technology
-)
-SELECT probe_id,
-       operator,
-       coalesce(technology, 'none') AS technology,
-       GROUPING(technology) = 1 AS all_technologies,
-       count(*) AS readings,
-       count(*) FILTER (WHERE level >= 1) AS usable,
-       percentile_disc(0.5) WITHIN GROUP (ORDER BY level) AS median_level,
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY signal_dbm) AS median_signal_dbm
-FROM levelled
-GROUP BY GROUPING SETS ((probe_id, operator), (probe_id, operator, technology))
-ORDER BY probe_id, operator, all_technologies DESC, technology
+SELECT probe_id, operator, technology, readings, usable_readings, level, signal_dbm_mean
+FROM coverage_by_probe(%(start)s, %(end)s)
+ORDER BY probe_id, operator, technology = 'all' DESC, technology
 """
 
 _PROBES_SQL = """
 WITH seen AS (
-    SELECT DISTINCT probe_id FROM readings_signal
-    WHERE taken_at >= %(start)s AND taken_at < %(end)s
+    SELECT DISTINCT probe_id FROM probe_hourly
+    WHERE hour >= date_trunc('hour', %(start)s::timestamptz, 'UTC') AND hour < %(end)s
 )
 SELECT probe_id, p.village, p.lon, p.lat, coalesce(p.report_interval_s, 300)
 FROM probes p FULL JOIN seen USING (probe_id)
@@ -200,22 +166,19 @@ ORDER BY probe_id
 
 # Share of the window's report slots (one per report_interval_s) with a signal reading.
 _MEASURED_SQL = """
-SELECT r.probe_id,
-       count(DISTINCT floor(extract(epoch FROM r.taken_at)
-                            / coalesce(p.report_interval_s, 300))) AS slots
-FROM readings_signal r LEFT JOIN probes p USING (probe_id)
-WHERE r.taken_at >= %(start)s AND r.taken_at < %(end)s
-GROUP BY r.probe_id
+SELECT probe_id, sum(signal_slots)
+FROM probe_hourly
+WHERE hour >= date_trunc('hour', %(start)s::timestamptz, 'UTC') AND hour < %(end)s
+GROUP BY probe_id
 """
 
 _LATENCY_SQL = """
 SELECT probe_id,
-       count(*) AS rounds,
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY coalesce(rtt_median_ms, rtt_avg_ms))
-           AS rtt_median_ms,
+       sum(rounds) AS rounds,
+       sum(rtt_median_sum) / nullif(sum(rtt_median_count), 0) AS rtt_ms,
        100.0 * sum(packets_sent - packets_received) / nullif(sum(packets_sent), 0) AS loss_pct
-FROM readings_latency
-WHERE taken_at >= %(start)s AND taken_at < %(end)s
+FROM latency_hourly
+WHERE hour >= date_trunc('hour', %(start)s::timestamptz, 'UTC') AND hour < %(end)s
 GROUP BY probe_id
 """
 
@@ -231,49 +194,27 @@ GROUP BY probe_id
 """
 
 
-def _parameters(window: TimeWindow, thresholds: Thresholds) -> dict[str, Any]:
-    techs = sorted(thresholds.bands)
-    return {
-        "start": window.start,
-        "end": window.end,
-        "op_names": list(CODE_OF_NAME),
-        "op_codes": list(CODE_OF_NAME.values()),
-        "techs": techs,
-        "good": [float(thresholds.bands[t].good_dbm) for t in techs],
-        "fair": [float(thresholds.bands[t].fair_dbm) for t in techs],
-        "poor": [float(thresholds.bands[t].poor_dbm) for t in techs],
-    }
-
-
-def probe_coverage(
-    connection: psycopg.Connection[Any],
-    window: TimeWindow,
-    thresholds: Thresholds = DEFAULT_THRESHOLDS,
-) -> list[ProbeCoverage]:
+def probe_coverage(connection: psycopg.Connection[Any], window: TimeWindow) -> list[ProbeCoverage]:
     """Every registered probe (and every unregistered one that sent signal readings)."""
-    params = _parameters(window, thresholds)
+    params = {"start": window.start, "end": window.end}
     operators: dict[str, list[OperatorCoverage]] = defaultdict(list)
-    pending: dict[tuple[str, str], dict[str, Any]] = {}
+    pending: dict[tuple[str, str], tuple[int, int, int]] = {}
     technologies: dict[tuple[str, str], list[TechnologyCoverage]] = defaultdict(list)
     for row in connection.execute(_SIGNAL_SQL, params):
-        probe_id, operator, technology, overall, readings, usable, level, median = row
-        if overall:
-            pending[(probe_id, operator)] = {
-                "readings": readings,
-                "usable": usable,
-                "level": level,
-            }
+        probe_id, operator, technology, readings, usable, level, mean = row
+        if technology == "all":
+            pending[(probe_id, operator)] = (readings, usable, level)
         else:
             technologies[(probe_id, operator)].append(
-                TechnologyCoverage(technology, readings, usable, _float(median), LEVELS[int(level)])
+                TechnologyCoverage(technology, readings, usable, _float(mean), LEVELS[int(level)])
             )
-    for (probe_id, operator), values in pending.items():
+    for (probe_id, operator), (readings, usable, level) in pending.items():
         operators[probe_id].append(
             OperatorCoverage(
                 operator,
-                values["readings"],
-                values["usable"],
-                LEVELS[int(values["level"])],
+                readings,
+                usable,
+                LEVELS[int(level)],
                 tuple(technologies[(probe_id, operator)]),
             )
         )
@@ -293,9 +234,9 @@ def probe_coverage(
                 lat=lat,
                 report_interval_s=interval_s,
                 operators=tuple(operators.get(probe_id, ())),
-                measured_pct=min(100.0, 100.0 * slots.get(probe_id, 0) / expected_slots),
-                latency_rounds=rounds,
-                rtt_median_ms=_float(rtt),
+                measured_pct=min(100.0, 100.0 * float(slots.get(probe_id, 0)) / expected_slots),
+                latency_rounds=int(rounds),
+                rtt_ms=_float(rtt),
                 loss_pct=_float(loss),
                 outages=outage_count,
                 outage_s=float(outage_s or 0.0),

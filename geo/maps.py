@@ -5,7 +5,7 @@ What is drawn (layers in the layer control):
 - **Villages** coloured by coverage class, clustered (Leaflet.markercluster). The base
   layers are the operator filter: "best operator" and one view per operator. Each
   village's popup shows the numbers behind its colour: class and availability % per
-  operator, median signal and readings count (at the probe that speaks for the
+  operator, mean signal and readings count (at the probe that speaks for the
   village, the nearest within the radius), latency and loss, nearest probe.
   Unmeasured villages are hollow grey, never red.
 - **Probes** with status (online / offline / stale / unknown, see geo/probes.py) and
@@ -39,13 +39,13 @@ from branca.element import Element, Figure, MacroElement
 from jinja2 import Template
 
 from geo import assets
-from geo.coverage import OperatorCoverage, ProbeCoverage, TimeWindow, probe_coverage
+from geo.analysis import analyse
+from geo.coverage import OperatorCoverage, ProbeCoverage, TimeWindow
 from geo.deadzones import DeadZones, probe_dead_zones
 from geo.operators import operator_label
 from geo.probes import PROBE_STATES, Outage, ProbeHealth, power_outages, probe_health
-from geo.registry import load_villages
-from geo.status import DEFAULT_RADIUS_M, VillageStatus, village_status
-from geo.thresholds import COVERAGE_CLASSES, DEFAULT_THRESHOLDS, Thresholds
+from geo.status import DEFAULT_RADIUS_M, VillageStatus
+from geo.thresholds import COVERAGE_CLASSES
 
 COORD_DECIMALS: Final = 5  # ~1 m
 SIMPLIFY_DEG: Final = 1e-4  # ~10 m: polygon vertices closer than that are dropped
@@ -140,12 +140,10 @@ def collect(
     window: TimeWindow,
     *,
     radius_m: float = DEFAULT_RADIUS_M,
-    thresholds: Thresholds = DEFAULT_THRESHOLDS,
     province: str | None = None,
 ) -> MapData:
-    probes = probe_coverage(connection, window, thresholds)
-    villages = load_villages(connection, province=province)
-    statuses = village_status(villages, probes, radius_m=radius_m)
+    analysis = analyse(connection, window, radius_m=radius_m, province=province)
+    statuses, probes = analysis.statuses, analysis.probes
     boundaries = load_boundaries(connection, province=province)
     area_shape, area = zone_area(boundaries, statuses, probes, radius_m)
     zones = None
@@ -186,12 +184,12 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def _main_signal(operator: OperatorCoverage) -> float | None:
-    """Median signal of the technology the probe used most with this operator."""
-    measured = [t for t in operator.technologies if t.median_signal_dbm is not None]
+    """Mean signal of the technology the probe used most with this operator."""
+    measured = [t for t in operator.technologies if t.mean_signal_dbm is not None]
     if not measured:
         return None
     main = max(measured, key=lambda t: t.readings)
-    return _round(main.median_signal_dbm, 0)
+    return _round(main.mean_signal_dbm, 0)
 
 
 def payload(data: MapData) -> dict[str, Any]:
@@ -258,7 +256,7 @@ def payload(data: MapData) -> dict[str, Any]:
                 _iso(health.last_seen if health else None),
                 cls_index[p.coverage_class()],
                 _round(p.measured_pct),
-                _round(p.rtt_median_ms),
+                _round(p.rtt_ms),
                 _round(p.loss_pct),
                 len(outages),
                 _round(sum(o.hours for o in outages)),

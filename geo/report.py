@@ -24,10 +24,10 @@ from typing import Any, Literal, TypeAlias
 
 import psycopg
 
-from geo.coverage import ProbeCoverage, TimeWindow, by_probe, probe_coverage
-from geo.registry import load_villages
-from geo.status import DEFAULT_RADIUS_M, VillageStatus, village_status
-from geo.thresholds import DEFAULT_THRESHOLDS, CoverageClass, Thresholds
+from geo.analysis import analyse
+from geo.coverage import ProbeCoverage, TimeWindow
+from geo.status import DEFAULT_RADIUS_M, VillageStatus
+from geo.thresholds import CoverageClass
 
 ReportFormat: TypeAlias = Literal["csv", "json", "table"]
 
@@ -125,14 +125,11 @@ def uncovered_villages(
     window: TimeWindow,
     *,
     radius_m: float = DEFAULT_RADIUS_M,
-    thresholds: Thresholds = DEFAULT_THRESHOLDS,
     province: str | None = None,
     include_all: bool = False,
 ) -> list[UncoveredVillage]:
-    probes = probe_coverage(connection, window, thresholds)
-    villages = load_villages(connection, province=province)
-    statuses = village_status(villages, probes, radius_m=radius_m)
-    return rank_uncovered(statuses, by_probe(probes), include_all=include_all)
+    analysis = analyse(connection, window, radius_m=radius_m, province=province)
+    return rank_uncovered(analysis.statuses, analysis.probe_by_id, include_all=include_all)
 
 
 # --------------------------------------------------------------------------- output

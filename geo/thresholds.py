@@ -16,7 +16,7 @@ Sources: ``CellSignalStrengthLte.sRsrpThresholds`` (the fallback used without a 
 config), ``CarrierConfigManager.KEY_WCDMA_RSCP_THRESHOLDS_INT_ARRAY`` and
 ``CellSignalStrengthGsm.GSM_RSSI_GREAT/GOOD/MODERATE/POOR``. Note that the *carrier
 config* default for LTE, ``KEY_LTE_RSRP_THRESHOLDS_INT_ARRAY``, is more lenient:
--98, -108, -118, -128; pass ``--threshold lte=-108,-118,-128`` to use it.
+-98, -108, -118, -128; ``coverwatch thresholds set lte=-108,-118,-128`` uses it.
 
 Android has five levels (great, good, moderate, poor, none); coverwatch merges great and
 good into **good**, calls moderate **fair**, and keeps **poor** and **none**. A reading
@@ -28,7 +28,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
+
+import psycopg
 
 from coverwatch.errors import ConfigError
 
@@ -134,3 +136,54 @@ def parse_threshold(text: str) -> tuple[str, Band]:
             "write TECHNOLOGY=GOOD,FAIR,POOR in dBm, e.g. lte=-95,-105,-115",
         ) from None
     return technology.strip().lower(), Band(good, fair, poor, "command line")
+
+
+# ------------------------------------------------------------------ in the database
+
+# The thresholds that count are the database's (table coverage_thresholds, migration
+# 007): the map, the reports, the API and Grafana all classify with them.
+
+
+def load_thresholds(connection: psycopg.Connection[Any]) -> Thresholds:
+    rows = connection.execute(
+        "SELECT technology, good_dbm, fair_dbm, poor_dbm, source FROM coverage_thresholds"
+    ).fetchall()
+    return Thresholds(
+        {tech: Band(good, fair, poor, source) for tech, good, fair, poor, source in rows}
+    )
+
+
+def store_thresholds(connection: psycopg.Connection[Any], bands: Mapping[str, Band]) -> int:
+    """Set these technologies' thresholds and mark every hour for re-aggregation.
+
+    In the caller's transaction: the new thresholds and the marks commit together, so
+    no reader ever sees rollups of the old thresholds beside readings of the new ones.
+    Returns the number of (probe, hour) pairs marked.
+    """
+    unknown = set(bands) - set(METRIC_OF)
+    if unknown:
+        raise ConfigError(
+            "thresholds",
+            f"unknown technology {sorted(unknown)[0]!r}",
+            f"use one of {', '.join(sorted(METRIC_OF))}",
+        )
+    for technology, band in sorted(bands.items()):
+        connection.execute(
+            """INSERT INTO coverage_thresholds
+                   (technology, metric, good_dbm, fair_dbm, poor_dbm, source)
+               VALUES (%s, %s, %s, %s, %s, %s)
+               ON CONFLICT (technology) DO UPDATE
+               SET metric = excluded.metric, good_dbm = excluded.good_dbm,
+                   fair_dbm = excluded.fair_dbm, poor_dbm = excluded.poor_dbm,
+                   source = excluded.source""",
+            (
+                technology,
+                METRIC_OF[technology],
+                band.good_dbm,
+                band.fair_dbm,
+                band.poor_dbm,
+                band.source,
+            ),
+        )
+    row = connection.execute("SELECT coverage_invalidate()").fetchone()
+    return int(row[0]) if row else 0

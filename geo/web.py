@@ -57,13 +57,13 @@ from coverwatch import __version__
 from coverwatch.errors import ConfigError, CoverwatchError, ServiceError
 from coverwatch.settings import redact_url
 from geo import maps, params, registry, report
+from geo.analysis import analyse
 from geo.assets import STATIC_DIR
 from geo.coverage import TimeWindow, by_probe, probe_coverage
 from geo.deadzones import probe_dead_zones
 from geo.operators import CODE_OF_NAME, OPERATOR_NAMES
 from geo.probes import PROBE_STATES, probe_health
-from geo.registry import load_villages
-from geo.status import DEFAULT_RADIUS_M, VillageStatus, village_status
+from geo.status import DEFAULT_RADIUS_M, VillageStatus
 from geo.thresholds import COVERAGE_CLASSES
 
 logger = logging.getLogger("coverwatch.geo.web")
@@ -278,7 +278,7 @@ PROBES_SCHEMA: Final[dict[str, Any]] = {
                     "status": {"enum": list(PROBE_STATES)},
                     "coverage_class": _CLASS,
                     "measured_pct": _NUMBER,
-                    "rtt_median_ms": _nullable(_NUMBER),
+                    "rtt_ms": _nullable(_NUMBER),
                     "loss_pct": _nullable(_NUMBER),
                     "latency_rounds": _INTEGER,
                     "outages": _INTEGER,
@@ -650,9 +650,8 @@ def list_probes(
 def _statuses(
     connection: psycopg.Connection[Any], span: TimeWindow, radius_m: float, province: str | None
 ) -> tuple[list[VillageStatus], list[Any]]:
-    probes = probe_coverage(connection, span)
-    villages = load_villages(connection, province=province)
-    return village_status(villages, probes, radius_m=radius_m), probes
+    analysis = analyse(connection, span, radius_m=radius_m, province=province)
+    return analysis.statuses, analysis.probes
 
 
 def _village_feature(status: VillageStatus, operator: str | None) -> dict[str, Any]:

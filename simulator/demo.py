@@ -27,6 +27,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from rich.console import Console
@@ -38,8 +39,8 @@ from coverwatch.localservices.ports import LOOPBACK, free_port
 from coverwatch.settings import DATABASE_URL_ENV, MqttUrl, redact_url
 from geo import maps, registry
 from geo import report as uncovered_report
-from geo.coverage import TimeWindow, probe_coverage
-from geo.status import village_status
+from geo.analysis import analyse
+from geo.coverage import TimeWindow
 from simulator.fleet import SIGNAL_EVERY, Fleet
 from simulator.province import Province, generate
 
@@ -403,8 +404,7 @@ def _summarise(
         summary.power_outage_villages = sorted(
             by_probe[p].name for p in outage_probes if p in by_probe
         )
-        probes = probe_coverage(connection, window)
-        statuses = village_status(registry.load_villages(connection), probes)
+        statuses = analyse(connection, window).statuses
         score = summary.score
         for status in statuses:
             village = by_name.get(status.village.name)
@@ -520,6 +520,15 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> Summary:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def register(commands: Any) -> None:
+    """``coverwatch demo`` (entry point ``coverwatch.commands``, see pyproject.toml)."""
+    demo = commands.add_parser(
+        "demo", help="the whole system on this machine with a simulated province"
+    )
+    add_arguments(demo)
+    demo.set_defaults(handler=main)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -25,7 +25,6 @@ set), where ``.ci/run`` installs them: CI must never pass by skipping.
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +34,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from collector.rollups import refresh_all
 from coverwatch.localservices import AmqttBroker, LocalPostgres, MosquittoBroker, mosquitto_binary
 from coverwatch.localservices.broker import LocalBroker
 from coverwatch.settings import MqttUrl
@@ -113,37 +113,14 @@ def database_storage(database_url: str) -> Layout:
     return "timescale" if rows[0][0] == "timescale" else "plain"
 
 
-def refresh_rollups(database_url: str, views: tuple[str, ...] = ROLLUPS) -> None:
-    """Bring the hourly rollups up to date now, as the database's layout needs.
+def refresh_rollups(database_url: str) -> int:
+    """Re-materialize every marked hour of the rollups now; the number done.
 
-    Plain PostgreSQL: ``REFRESH MATERIALIZED VIEW``. TimescaleDB: the views are continuous
-    aggregates, which REFRESH MATERIALIZED VIEW refuses; ``CALL
-    refresh_continuous_aggregate`` over all time does it instead (never the background
-    job's timing). A CALL cannot run in a transaction block: the connection autocommits.
-    TimescaleDB refuses a refresh that overlaps one in progress (LockNotAvailable) rather
-    than wait for it, and the refresh policy's job of a new database may be running just
-    then: that refresh is tried again until it is ours that has run.
+    The same call on both layouts (``coverage_refresh()``, migration 007). Reads are exact
+    without it; tests call it to read the materialized path too.
     """
-    storage = database_storage(database_url)
     with psycopg.connect(database_url, autocommit=True) as connection:
-        for view in views:
-            if storage == "timescale":
-                deadline = time.monotonic() + 60
-                while True:
-                    try:
-                        connection.execute(
-                            "CALL refresh_continuous_aggregate(%s::regclass, NULL, NULL)",
-                            (view,),
-                        )
-                        break
-                    except psycopg.errors.LockNotAvailable:
-                        if time.monotonic() > deadline:
-                            raise
-                        time.sleep(0.1)
-            else:
-                connection.execute(
-                    sql.SQL("REFRESH MATERIALIZED VIEW {}").format(sql.Identifier(view))
-                )
+        return refresh_all(connection)
 
 
 # ------------------------------------------------------------------------ PostgreSQL

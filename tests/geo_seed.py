@@ -67,6 +67,10 @@ def add_signal(
             "rssi": rssi_dbm,
         },
     )
+    # Written past the collector: mark the hours for the rollups, as a bulk load must.
+    connection.execute(
+        "SELECT coverage_invalidate(%s, %s)", (start, start + count * step + timedelta(hours=1))
+    )
 
 
 def add_latency(
@@ -94,6 +98,9 @@ def add_latency(
             100.0 * (sent - received) / sent,
             rtt_median_ms,
         ),
+    )
+    connection.execute(
+        "SELECT coverage_invalidate(%s, %s)", (taken_at, taken_at + timedelta(seconds=1))
     )
 
 

@@ -14,13 +14,14 @@ import pytest
 import shapely
 
 from collector import schema
+from collector.rollups import refresh_all
 from coverwatch.cli import main
 from geo.coverage import ProbeCoverage, TimeWindow, by_probe, probe_coverage
 from geo.deadzones import probe_dead_zones
 from geo.registry import load_villages
 from geo.report import rank_uncovered, render
 from geo.status import village_status
-from geo.thresholds import DEFAULT_THRESHOLDS, Band
+from geo.thresholds import DEFAULT_THRESHOLDS, Band, load_thresholds, store_thresholds
 from tests.geo_seed import add_latency, add_outage, add_probe, add_signal, add_village
 
 # A day ending about now, so that the command line's "up to now" window holds it.
@@ -95,14 +96,14 @@ def test_classes_availability_and_medians_per_operator(
     assert summary == [("45201", "fair", 10, 100.0), ("45204", "good", DAY, 100.0)]
     assert good.coverage_class() == "good"
     [lte] = good.operators[1].technologies
-    assert (lte.technology, lte.median_signal_dbm, lte.signal_class) == ("lte", -80.0, "good")
+    assert (lte.technology, lte.mean_signal_dbm, lte.signal_class) == ("lte", -80.0, "good")
 
     dead = probes["cb-dead"]
     [viettel] = dead.operators
     assert (viettel.operator, viettel.operator_name) == ("45204", "Viettel")
     assert (viettel.coverage_class, viettel.availability_pct, viettel.readings) == ("none", 0, DAY)
     assert {t.technology: t.readings for t in viettel.technologies} == {"none": 200, "lte": 88}
-    assert (dead.latency_rounds, dead.loss_pct, dead.rtt_median_ms) == (10, 50.0, 145.0)
+    assert (dead.latency_rounds, dead.loss_pct, dead.rtt_ms) == (10, 50.0, 145.0)
 
     poor = probes["cb-poor"]
     assert poor.coverage_class() == "poor"
@@ -126,17 +127,27 @@ def test_classes_availability_and_medians_per_operator(
 
 
 def test_thresholds_change_the_classes(seeded: psycopg.Connection[Any]) -> None:
-    stricter = DEFAULT_THRESHOLDS.with_overrides({"lte": Band(-75, -85, -95)})
-    probes = by_probe(probe_coverage(seeded, WINDOW, stricter))
-    assert probes["cb-good"].coverage_class("45204") == "fair"
-    assert probes["cb-dark"].coverage_class() == "poor"
+    assert load_thresholds(seeded) == DEFAULT_THRESHOLDS  # the migration seeds the defaults
+    marked = store_thresholds(seeded, {"lte": Band(-75, -85, -95)})
+    assert marked > 0
+    # Read live from the marked hours, then from the re-materialized rollups: the same.
+    for refreshed in (False, True):
+        if refreshed:
+            seeded.commit()
+            with psycopg.connect(seeded.info.dsn, autocommit=True) as other:
+                assert refresh_all(other) == marked
+        probes = by_probe(probe_coverage(seeded, WINDOW))
+        assert probes["cb-good"].coverage_class("45204") == "fair"
+        assert probes["cb-dark"].coverage_class() == "poor"
 
 
 def test_village_status_is_distance_weighted_and_unmeasured_is_not_none(
     seeded: psycopg.Connection[Any],
 ) -> None:
     probes = probe_coverage(seeded, WINDOW)
-    statuses = {s.village.name: s for s in village_status(load_villages(seeded), probes)}
+    statuses = {
+        s.village.name: s for s in village_status(seeded, load_villages(seeded), probes, WINDOW)
+    }
     assert statuses["Nà Pài"].status == "good"
     assert statuses["Bản Chết"].status == "none"
     assert statuses["Bản Chết"].nearest_probe_id == "cb-dead"
@@ -149,7 +160,9 @@ def test_village_status_is_distance_weighted_and_unmeasured_is_not_none(
 
     # Two probes near one village: the nearer one weighs more.
     villages = load_villages(seeded)
-    wide = {s.village.name: s for s in village_status(villages, probes, radius_m=15_000)}
+    wide = {
+        s.village.name: s for s in village_status(seeded, villages, probes, WINDOW, radius_m=15_000)
+    }
     between = wide["Bản Chết"]
     assert [p.probe_id for p in between.nearby] == ["cb-dead", "cb-silent", "cb-good"]
     [viettel] = [o for o in between.operators if o.operator == "45204"]
@@ -162,7 +175,7 @@ def test_uncovered_report_ranks_by_population_times_unavailability(
     seeded: psycopg.Connection[Any],
 ) -> None:
     probes = probe_coverage(seeded, WINDOW)
-    statuses = village_status(load_villages(seeded), probes)
+    statuses = village_status(seeded, load_villages(seeded), probes, WINDOW)
     rows = rank_uncovered(statuses, by_probe(probes))
     assert [(r.rank, r.name, r.status, r.uncovered_score) for r in rows] == [
         (1, "Bản Yếu", "poor", 399.3),
@@ -201,7 +214,14 @@ def test_report_command_formats(
     assert body["since"] == START.isoformat()
 
     # With the poor threshold at -200 dBm, cb-dead's -120 dBm readings count as service.
-    assert main([*base, "--format", "csv", "--threshold", "lte=-100,-105,-200"]) == 0
+    assert main([*base, "--format", "csv", "--threshold", "lte=-100,-105,-200"]) == 2
+    assert "coverwatch thresholds set lte=-100,-105,-200" in capsys.readouterr().err
+    url = ["--database-url", database_url]
+    assert main(["thresholds", "set", "lte=-100,-105,-200", *url]) == 0
+    assert "probe-hours marked" in capsys.readouterr().out
+    assert main(["thresholds", "show", *url]) == 0
+    assert "lte           -100   -105   -200" in capsys.readouterr().out
+    assert main([*base, "--format", "csv"]) == 0
     lenient = {r["name"]: r for r in csv.DictReader(io.StringIO(capsys.readouterr().out))}
     assert (lenient["Bản Chết"]["best_availability_pct"], lenient["Bản Chết"]["status"]) == (
         "30.6",

@@ -1,8 +1,10 @@
-"""The hourly rollups on a real server: the collector refreshes them on plain PostgreSQL,
-and leaves them to TimescaleDB (continuous aggregates) on the TimescaleDB layout.
+"""The hourly rollups on a real server, the same on both layouts (migration 007).
 
-Tests about the collector's REFRESH MATERIALIZED VIEW are pinned to the plain layout;
-the rest run on the layout ``COVERWATCH_TEST_LAYOUT`` selects.
+Every test runs on the layout ``COVERWATCH_TEST_LAYOUT`` selects. What they pin down:
+reads are exact before and after the refresher has run (live aggregation of marked
+hours); the collector marks exactly the hours it writes into, a month-old backlog and
+the current hour included; a writer whose hour the refresher holds waits instead of
+losing its mark; refreshers share the work; failures are retried.
 """
 
 from __future__ import annotations
@@ -10,28 +12,22 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
-from collector import schema
+from collector import schema, storage
 from collector.metrics import IngestMetrics
-from collector.rollups import LOCK_KEYS, VIEWS, RollupRefresher
-from collector.storage import InboundMessage, Store
+from collector.rollups import RollupRefresher, pending_hours
+from collector.storage import COLUMNS, InboundMessage, Store
 from coverwatch import protocol
 from coverwatch.localservices import AmqttBroker
 from tests.collector_harness import CollectorProcess, publish_batches, wait_for_rows
-from tests.conftest import Layout, refresh_rollups
-from tests.helpers import reading_fields, signal
-
-# The collector's refresher only refreshes materialized views of the plain layout.
-PLAIN_ONLY = pytest.mark.layout(
-    "plain", reason="the collector refreshes materialized views on plain PostgreSQL only"
-)
+from tests.conftest import refresh_rollups
+from tests.helpers import BOOT_ID, reading_fields, signal
 
 
 @pytest.fixture
@@ -83,18 +79,9 @@ def no_service(seq: int, taken_at: str) -> dict[str, object]:
     return reading_fields(seq, kind="signal", registration="searching", taken_at=taken_at)
 
 
-def populated(database_url: str) -> dict[str, bool]:
-    rows = query(
-        database_url,
-        "SELECT relname, relispopulated FROM pg_class WHERE relname = ANY(%s)",
-        list(VIEWS),
-    )
-    return {str(name): bool(flag) for name, flag in rows}
-
-
-def refreshes(metrics: IngestMetrics, view: str, outcome: str) -> float:
+def refreshes(metrics: IngestMetrics, outcome: str) -> float:
     value = metrics.registry.get_sample_value(
-        "coverwatch_rollup_refreshes_total", {"view": view, "outcome": outcome}
+        "coverwatch_rollup_refreshes_total", {"outcome": outcome}
     )
     return value or 0.0
 
@@ -114,6 +101,21 @@ def latency_rows(database_url: str) -> list[tuple[Any, ...]]:
         "SELECT probe_id, to_char(hour AT TIME ZONE 'UTC', 'HH24:MI'), target, rounds, "
         "loss_pct_avg, rtt_avg_ms, rtt_max_ms FROM latency_hourly ORDER BY hour",
     )
+
+
+def marked(database_url: str) -> list[tuple[str, str]]:
+    return [
+        (str(probe), str(hour))
+        for probe, hour in query(
+            database_url,
+            "SELECT probe_id, to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') "
+            "FROM rollup_dirty ORDER BY hour, probe_id",
+        )
+    ]
+
+
+def materialized(database_url: str) -> int:
+    return int(query(database_url, "SELECT count(*) FROM signal_hourly_store")[0][0])
 
 
 LTE = {"operator_code": "45204"}
@@ -145,71 +147,144 @@ ALL_SIGNAL_ROWS = [
 ALL_LATENCY_ROWS = [("cb-001", "08:00", "1.1.1.1", 3, 30.0, 100.0, 240.0)]
 
 
-def test_the_rollups_aggregate_alike_on_every_layout(schema_url: str) -> None:
-    """Materialized views and continuous aggregates give the same rows, late data too."""
+def test_reads_are_exact_before_and_after_the_refresh(schema_url: str) -> None:
     store(schema_url, "cb-001", FIRST_READINGS)
-    refresh_rollups(schema_url)
-    assert signal_rows(schema_url) == FIRST_SIGNAL_ROWS
+    assert marked(schema_url) == [("cb-001", "2026-11-22 08:00"), ("cb-001", "2026-11-22 09:00")]
+    assert materialized(schema_url) == 0
+    assert signal_rows(schema_url) == FIRST_SIGNAL_ROWS  # live, from the raw readings
     assert latency_rows(schema_url) == FIRST_LATENCY_ROWS
+    assert refresh_rollups(schema_url) == 2
+    assert (marked(schema_url), materialized(schema_url)) == ([], 3)
+    assert signal_rows(schema_url) == FIRST_SIGNAL_ROWS  # materialized
+    assert latency_rows(schema_url) == FIRST_LATENCY_ROWS
+
+    # A late backlog marks exactly the hour it fell into; the other stays materialized.
     store(schema_url, "cb-001", LATE_READINGS)
-    refresh_rollups(schema_url)
+    assert marked(schema_url) == [("cb-001", "2026-11-22 08:00")]
+    assert signal_rows(schema_url) == ALL_SIGNAL_ROWS
+    assert latency_rows(schema_url) == ALL_LATENCY_ROWS
+    assert refresh_rollups(schema_url) == 1
     assert signal_rows(schema_url) == ALL_SIGNAL_ROWS
     assert latency_rows(schema_url) == ALL_LATENCY_ROWS
 
 
-@PLAIN_ONLY
-def test_first_fill_then_concurrent_refresh_with_right_aggregates(schema_url: str) -> None:
+def test_a_redelivered_batch_changes_nothing(schema_url: str) -> None:
     store(schema_url, "cb-001", FIRST_READINGS)
-    metrics = IngestMetrics()
-    refresher = RollupRefresher(schema_url, 300, metrics)
-    assert populated(schema_url) == dict.fromkeys(VIEWS, False)
-
-    assert refresher.refresh_once() == "refreshed"
+    refresh_rollups(schema_url)
+    writer = Store(schema_url)
+    try:
+        payload = json.dumps({"v": 1, "probe_id": "cb-001", "readings": FIRST_READINGS}).encode()
+        result = writer.write(
+            [InboundMessage(protocol.readings_topic("cb-001"), payload, datetime.now(UTC))]
+        )
+    finally:
+        writer.close()
+    assert result.stored_total == 0
     assert signal_rows(schema_url) == FIRST_SIGNAL_ROWS
-    assert latency_rows(schema_url) == FIRST_LATENCY_ROWS
-
-    store(schema_url, "cb-001", LATE_READINGS)
-    # A dashboard reads the views in an open transaction. CONCURRENTLY does not wait for
-    # it; a plain REFRESH (ACCESS EXCLUSIVE) would block until the reader finished.
-    with psycopg.connect(schema_url) as reader:
-        for view in VIEWS:
-            reader.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(view)))
-        outcome: list[str] = []
-        second = threading.Thread(target=lambda: outcome.append(refresher.refresh_once()))
-        second.start()
-        second.join(20)
-        assert outcome == ["refreshed"], "the second refresh waited for a reader"
-    assert signal_rows(schema_url) == ALL_SIGNAL_ROWS
-    assert latency_rows(schema_url) == ALL_LATENCY_ROWS
-    for view in VIEWS:
-        assert refreshes(metrics, view, "ok") == 2
-        assert metrics.registry.get_sample_value(
-            "coverwatch_rollup_last_refresh_timestamp_seconds", {"view": view}
-        ) == pytest.approx(time.time(), abs=60)
+    refresh_rollups(schema_url)
+    assert signal_rows(schema_url) == FIRST_SIGNAL_ROWS
 
 
-@PLAIN_ONLY
-def test_a_round_another_collector_is_doing_is_skipped(schema_url: str) -> None:
-    metrics = IngestMetrics()
-    refresher = RollupRefresher(schema_url, 300, metrics)
-    with psycopg.connect(schema_url, autocommit=True) as other_collector:
-        other_collector.execute("SELECT pg_advisory_lock(%s, %s)", LOCK_KEYS)
-        assert refresher.refresh_once() == "skipped"
-        assert populated(schema_url) == dict.fromkeys(VIEWS, False)
-    assert refresher.refresh_once() == "refreshed"
-    assert populated(schema_url) == dict.fromkeys(VIEWS, True)
-    assert refreshes(metrics, "signal_hourly", "skipped") == 1
+def test_a_month_old_backlog_and_the_current_hour_are_in_the_rollups(schema_url: str) -> None:
+    """The continuous aggregates of migration 002 never saw either (refresh policy from
+    30 days to 1 hour ago)."""
+    now = datetime.now(UTC)
+    old = (now - timedelta(days=40)).replace(minute=20, second=0, microsecond=0)
+    current = now.replace(second=0, microsecond=0)
+    readings = [
+        signal(1, rsrp_dbm=-100, taken_at=old.isoformat(), **LTE),
+        signal(2, rsrp_dbm=-90, taken_at=current.isoformat(), **LTE),
+    ]
+    store(schema_url, "cb-001", readings)
+    hours = [old.replace(minute=0), current.replace(minute=0)]
+    for refreshed in (False, True):
+        if refreshed:
+            refresh_rollups(schema_url)
+        rows = query(
+            schema_url,
+            "SELECT hour, readings FROM signal_hourly WHERE probe_id = 'cb-001' ORDER BY hour",
+        )
+        assert rows == [(hours[0], 1), (hours[1], 1)]
 
 
-@PLAIN_ONLY
+def test_a_writer_waits_for_a_refresh_holding_its_hour_and_keeps_its_mark(
+    schema_url: str,
+) -> None:
+    """The refresher has aggregated an hour and not yet committed when a batch for that
+    hour arrives: the writer waits for it, and its hour ends up marked again."""
+    store(schema_url, "cb-001", FIRST_READINGS)
+    late = [signal(7, rsrp_dbm=-120, taken_at="2026-11-22T08:55:00Z", **LTE)]
+    with psycopg.connect(schema_url) as refresher:
+        assert refresher.execute("SELECT coverage_refresh(10)").fetchone() == (2,)
+        done = threading.Event()
+
+        def write_late() -> None:
+            store(schema_url, "cb-001", late)
+            done.set()
+
+        writer = threading.Thread(target=write_late, daemon=True)
+        writer.start()
+        time.sleep(1.0)
+        assert not done.is_set(), "the writer did not wait for the refresher's mark"
+        refresher.commit()
+    writer.join(20)
+    assert done.is_set()
+    assert marked(schema_url) == [("cb-001", "2026-11-22 08:00")]
+    assert query(schema_url, "SELECT sum(readings)::int FROM signal_hourly") == [(5,)]
+    refresh_rollups(schema_url)
+    assert query(schema_url, "SELECT sum(readings)::int FROM signal_hourly") == [(5,)]
+
+
+def test_a_refresh_skips_an_hour_a_writer_is_still_writing(schema_url: str) -> None:
+    """A writer has marked its hour and not committed when the refresher runs: the
+    refresher must leave that hour (its aggregate cannot see the uncommitted reading)
+    rather than take the mark away. (With ON CONFLICT DO NOTHING the writer would not
+    hold the existing mark, the refresher would clear it, and the reading would be in
+    no rollup once committed.)"""
+    store(schema_url, "cb-001", FIRST_READINGS)
+    taken_at = datetime(2026, 11, 22, 8, 55, tzinfo=UTC)
+    with psycopg.connect(schema_url) as writer:
+        writer.execute(
+            "INSERT INTO readings_signal (probe_id, seq, boot_id, taken_at, monotonic_ms, "
+            "ntp_synced, registration, technology, operator_code, rsrp_dbm) VALUES "
+            "('cb-001', 99, %s, %s, 0, true, 'home', 'lte', '45204', -120)",
+            (BOOT_ID, taken_at),
+        )
+        row: list[Any] = [None] * (1 + len(COLUMNS["signal"]))
+        row[0], row[1 + COLUMNS["signal"].index("taken_at")] = "cb-001", taken_at
+        storage._mark_rollup_hours(writer, {"signal": [tuple(row)]})
+        with psycopg.connect(schema_url, autocommit=True) as refresher:
+            refresher.execute("SET lock_timeout = '5s'")
+            assert refresher.execute("SELECT coverage_refresh(10)").fetchone() == (1,)
+        writer.commit()
+    assert marked(schema_url) == [("cb-001", "2026-11-22 08:00")]
+    assert query(schema_url, "SELECT sum(readings)::int FROM signal_hourly") == [(5,)]
+    refresh_rollups(schema_url)
+    assert query(schema_url, "SELECT sum(readings)::int FROM signal_hourly") == [(5,)]
+
+
+def test_refreshers_share_the_work_without_waiting(schema_url: str) -> None:
+    readings = [
+        signal(n, rsrp_dbm=-100, taken_at=f"2026-11-22T{n:02d}:05:00Z", **LTE) for n in range(10)
+    ]
+    store(schema_url, "cb-001", readings)
+    with psycopg.connect(schema_url) as first:
+        assert first.execute("SELECT coverage_refresh(4)").fetchone() == (4,)
+        with psycopg.connect(schema_url, autocommit=True) as second:
+            second.execute("SET lock_timeout = '2s'")
+            assert second.execute("SELECT coverage_refresh(100)").fetchone() == (6,)
+        first.commit()
+    assert marked(schema_url) == []
+    assert query(schema_url, "SELECT count(*)::int FROM signal_hourly_store") == [(10,)]
+
+
 def test_a_failing_refresh_is_logged_and_retried_while_the_thread_lives_on(
     schema_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     metrics = IngestMetrics()
     refresher = RollupRefresher(schema_url, 0.1, metrics)
-    assert refresher.refresh_once() == "refreshed"
-    # Without its unique index, signal_hourly cannot be refreshed concurrently.
-    execute(schema_url, "DROP INDEX signal_hourly_key")
+    store(schema_url, "cb-001", FIRST_READINGS)
+    execute(schema_url, "ALTER TABLE signal_hourly_store RENAME TO signal_hourly_store_away")
 
     def wait_until(condition: Any) -> None:
         deadline = time.monotonic() + 20
@@ -219,60 +294,30 @@ def test_a_failing_refresh_is_logged_and_retried_while_the_thread_lives_on(
 
     refresher.start()
     try:
-        wait_until(lambda: refreshes(metrics, "signal_hourly", "failed") >= 2)
+        wait_until(lambda: refreshes(metrics, "failed") >= 2)
         assert refresher.is_running()
-        assert refreshes(metrics, "latency_hourly", "ok") >= 2  # the other view goes on
-        execute(
-            schema_url,
-            "CREATE UNIQUE INDEX signal_hourly_key ON signal_hourly "
-            "(probe_id, hour, operator_code, technology) NULLS NOT DISTINCT",
-        )
-        ok_before = refreshes(metrics, "signal_hourly", "ok")
-        wait_until(lambda: refreshes(metrics, "signal_hourly", "ok") > ok_before)
+        assert len(marked(schema_url)) == 2  # nothing half-done: the marks stay
+        execute(schema_url, "ALTER TABLE signal_hourly_store_away RENAME TO signal_hourly_store")
+        wait_until(lambda: refreshes(metrics, "ok") >= 1)
     finally:
         refresher.stop()
     assert not refresher.is_running()
+    assert marked(schema_url) == []
+    assert signal_rows(schema_url) == FIRST_SIGNAL_ROWS
+    assert metrics.registry.get_sample_value(
+        "coverwatch_rollup_last_refresh_timestamp_seconds"
+    ) == pytest.approx(time.time(), abs=60)
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any(
-        message.startswith("cannot refresh signal_hourly (cannot refresh materialized view")
+        message.startswith("cannot refresh the rollups (relation")
         and message.endswith("trying again in 0.1s")
         for message in warnings
     ), warnings
 
 
-def test_on_timescaledb_the_collector_leaves_the_rollups_alone(
-    schema_url: str, storage_layout: Layout, caplog: pytest.LogCaptureFixture
-) -> None:
-    # The storage kind is what schema.upgrade recorded. On the timescale layout it is
-    # real; on the plain one, recording it is enough to check that the collector then
-    # keeps its hands off (and shows it: the materialized views stay unpopulated).
-    if storage_layout == "plain":
-        execute(schema_url, "UPDATE schema_migrations SET storage = 'timescale'")
-    caplog.set_level("INFO", logger="coverwatch.collector")
-    metrics = IngestMetrics()
-    refresher = RollupRefresher(schema_url, 0.05, metrics)
-    refresher.start()
-    deadline = time.monotonic() + 20
-    while refresher.is_running() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not refresher.is_running(), "the refresher should end by itself on TimescaleDB"
-    if storage_layout == "plain":
-        assert populated(schema_url) == dict.fromkeys(VIEWS, False)
-    for view in VIEWS:
-        for outcome in ("ok", "failed", "skipped"):
-            assert refreshes(metrics, view, outcome) == 0
-    assert any("continuous aggregates" in r.getMessage() for r in caplog.records)
-
-
 def test_collector_run_refreshes_the_rollups(
-    schema_url: str,
-    storage_layout: Layout,
-    amqtt_broker: AmqttBroker,
-    probe_id: str,
-    tmp_path: Path,
+    schema_url: str, amqtt_broker: AmqttBroker, probe_id: str, tmp_path: Path
 ) -> None:
-    """Plain: the collector's refresher fills the views. TimescaleDB: the collector leaves
-    the continuous aggregates alone, and a refresh of them sees what it stored."""
     collector = CollectorProcess(
         schema_url,
         amqtt_broker.url,
@@ -283,27 +328,20 @@ def test_collector_run_refreshes_the_rollups(
     collector.start()
     try:
         published = publish_batches(amqtt_broker.url, probe_id, 3, 10)
-        rows: list[tuple[Any, ...]] = []
-        if storage_layout == "timescale":
-            assert wait_for_rows(schema_url, probe_id, published) == (published, published)
-            # Not the background job's timing (README of ../shared/timescaledb).
-            refresh_rollups(schema_url)
+        assert wait_for_rows(schema_url, probe_id, published) == (published, published)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and rows != [(published,)]:
-            if storage_layout == "timescale" or populated(schema_url)["signal_hourly"]:
-                rows = query(
-                    schema_url,
-                    "SELECT sum(readings)::int FROM signal_hourly WHERE probe_id = %s",
-                    probe_id,
-                )
+        while time.monotonic() < deadline:
+            with psycopg.connect(schema_url) as connection:
+                if pending_hours(connection) == 0:
+                    break
             time.sleep(0.1)
     finally:
         assert collector.stop() == 0
+    rows = query(
+        schema_url,
+        "SELECT sum(readings)::int FROM signal_hourly_store WHERE probe_id = %s",
+        probe_id,
+    )
     assert rows == [(published,)]
     log = (tmp_path / "collector.log").read_text()
     assert "rollups=every 0.3s" in log
-    if storage_layout == "plain":
-        assert "refreshed signal_hourly (first fill)" in log
-    else:
-        assert "rollups are TimescaleDB continuous aggregates" in log
-        assert "refreshed signal_hourly" not in log
