@@ -23,6 +23,7 @@ test: lint typecheck pytest
 lint: $(STAMP)
 	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/lint-imports --no-cache  # the import layers: [tool.importlinter] in pyproject.toml
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -44,6 +45,18 @@ bench-protocol: $(STAMP)
 .PHONY: bench-ingest
 bench-ingest: $(STAMP)
 	$(BIN)/python -m bench.ingest
+
+# The same phases on both storage layouts in one run, each in a throwaway database on the
+# machine's PostgreSQL 15 servers: plain (15/main) and TimescaleDB (15/ts, made by
+# ../shared/timescaledb/install.sh). Override the URLs or BENCH_INGEST_ARGS as needed.
+BENCH_PLAIN_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+BENCH_TIMESCALE_URL ?= postgresql://postgres@127.0.0.1:5433/postgres
+BENCH_INGEST_ARGS ?= --probes 1000
+
+.PHONY: bench-ingest-layouts
+bench-ingest-layouts: $(STAMP)
+	$(BIN)/python -m bench.ingest --database-url $(BENCH_PLAIN_URL) \
+		--database-url $(BENCH_TIMESCALE_URL) $(BENCH_INGEST_ARGS)
 
 .PHONY: bench-ack-traffic
 bench-ack-traffic: $(STAMP)

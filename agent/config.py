@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent import publisher
+from agent import outbox, publisher
 from agent import sensors as _builtin_sensors  # noqa: F401 - registers the built-in sensors
 from agent.sensors.base import SensorPlugin, registered
 from coverwatch import protocol
@@ -109,17 +109,23 @@ class MqttSection:
     )
     key_file: str = field(default="", metadata=_help("private key of the client certificate"))
     keepalive_s: int = field(
-        default=60, metadata=_help("MQTT keepalive; the broker declares us gone after 1.5x this")
+        default=publisher.KEEPALIVE_S,
+        metadata=_help("MQTT keepalive; the broker declares us gone after 1.5x this"),
     )
     backoff_min_s: float = field(
-        default=2.0, metadata=_help("first reconnect delay (then doubling, with jitter)")
+        default=publisher.BACKOFF_MIN_S,
+        metadata=_help("first reconnect delay (then doubling, with jitter)"),
     )
-    backoff_max_s: float = field(default=300.0, metadata=_help("longest reconnect delay"))
+    backoff_max_s: float = field(
+        default=publisher.BACKOFF_MAX_S, metadata=_help("longest reconnect delay")
+    )
     batch_readings: int = field(
-        default=500, metadata=_help("readings per message when flushing a backlog (max 2000)")
+        default=publisher.BATCH_READINGS,
+        metadata=_help("readings per message when flushing a backlog (max 2000)"),
     )
     max_inflight_messages: int = field(
-        default=4, metadata=_help("unacknowledged messages at a time while flushing")
+        default=publisher.MAX_INFLIGHT_MESSAGES,
+        metadata=_help("unacknowledged messages at a time while flushing"),
     )
     confirm_grace_s: float = field(
         default=publisher.CONFIRM_GRACE_S,
@@ -152,14 +158,15 @@ class MqttSection:
 class OutboxSection:
     path: str = field(default="", metadata=_help("SQLite file; default <state_dir>/outbox.sqlite3"))
     max_readings: int = field(
-        default=200_000,
+        default=outbox.MAX_READINGS,
         metadata=_help(
             "keep at most this many unsent readings (~75 MB; about 50 days offline at the "
             "default cadence); the oldest are dropped first and counted"
         ),
     )
     max_age_days: float = field(
-        default=60.0, metadata=_help("drop unsent readings older than this (counted)")
+        default=outbox.MAX_AGE_S / 86_400,
+        metadata=_help("drop unsent readings older than this (counted)"),
     )
 
 

@@ -40,6 +40,11 @@ import msgspec
 from agent.clock import ClockAnchor
 from coverwatch.protocol import Reading, seq_ranges
 
+# The bounds' defaults, which probe.toml's [outbox] section takes as its own
+# (agent/config.py): ~75 MB, about 50 days offline at the default cadence; 60 days.
+MAX_READINGS = 200_000
+MAX_AGE_S = 60 * 86_400.0
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
     seq          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -84,8 +89,8 @@ class Outbox:
         self,
         path: Path,
         *,
-        max_readings: int = 200_000,
-        max_age_s: float = 60 * 86_400,
+        max_readings: int = MAX_READINGS,
+        max_age_s: float = MAX_AGE_S,
         wall_clock: Callable[[], float] = time.time,
         durable: bool = True,
     ) -> None:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import logging
-import random
 import ssl
 import threading
 import time
@@ -55,6 +54,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.outbox import Outbox
 from coverwatch import __version__, protocol
+from coverwatch.backoff import Backoff
 from coverwatch.settings import MqttUrl
 
 logger = logging.getLogger("coverwatch.agent")
@@ -65,8 +65,16 @@ logger = logging.getLogger("coverwatch.agent")
 REMOVE_BATCH_READINGS = 500
 REMOVE_EVERY_S = 600.0
 
-# When readings the broker has but the collector has not confirmed go out again (the
-# defaults of PublisherOptions and of probe.toml's [mqtt] section; see the docstring).
+# The defaults of PublisherOptions, which probe.toml's [mqtt] section takes as its own
+# (agent/config.py): each declared once, here.
+KEEPALIVE_S = 60
+# Reconnects: capped exponential backoff with full jitter (coverwatch.backoff).
+BACKOFF_MIN_S = 2.0
+BACKOFF_MAX_S = 300.0
+BATCH_READINGS = 500
+MAX_INFLIGHT_MESSAGES = 4
+# When readings the broker has but the collector has not confirmed go out again (see the
+# docstring).
 CONFIRM_GRACE_S = 30.0
 CONFIRM_TIMEOUT_S = 600.0
 CONFIRM_TIMEOUT_MAX_S = 6 * 3600.0
@@ -84,11 +92,11 @@ class PublisherOptions:
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
-    keepalive_s: int = 60
-    backoff_min_s: float = 2.0
-    backoff_max_s: float = 300.0
-    batch_readings: int = 500
-    max_inflight_messages: int = 4
+    keepalive_s: int = KEEPALIVE_S
+    backoff_min_s: float = BACKOFF_MIN_S
+    backoff_max_s: float = BACKOFF_MAX_S
+    batch_readings: int = BATCH_READINGS
+    max_inflight_messages: int = MAX_INFLIGHT_MESSAGES
     confirm_grace_s: float = CONFIRM_GRACE_S
     confirm_timeout_s: float = CONFIRM_TIMEOUT_S
     confirm_timeout_max_s: float = CONFIRM_TIMEOUT_MAX_S
@@ -97,24 +105,6 @@ class PublisherOptions:
     @property
     def client_id(self) -> str:
         return f"coverwatch-probe-{self.probe_id}"
-
-
-class Backoff:
-    """Capped exponential backoff with full jitter (AWS architecture blog's variant)."""
-
-    def __init__(self, minimum_s: float, maximum_s: float, rng: random.Random | None = None):
-        self.minimum_s = minimum_s
-        self.maximum_s = maximum_s
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        self.attempt = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self.maximum_s, self.minimum_s * 2**self.attempt)
-        self.attempt = min(self.attempt + 1, 32)
-        return self.minimum_s + self._rng.uniform(0, max(0.0, ceiling - self.minimum_s))
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from collector.metrics import IngestMetrics
 from collector.rollups import RollupRefresher
 from collector.storage import Store
 from coverwatch.errors import ConfigError
-from coverwatch.settings import DATABASE_URL_ENV, MqttUrl, redact_url, setting_from
+from coverwatch.settings import DATABASE_URL_ENV, MqttUrl, database_url, redact_url
 
 logger = logging.getLogger("coverwatch.collector")
 
@@ -57,13 +57,6 @@ def register(commands: Any) -> None:
     import_.set_defaults(handler=_import)
 
 
-def _database_url(value: str | None) -> str:
-    url = setting_from(value, DATABASE_URL_ENV)
-    if not url:
-        raise config.missing("database_url", config_file=False)
-    return url
-
-
 def check_database(url: str) -> None:
     """Connect once, turning libpq's error into a start-up message that says what to fix."""
     try:
@@ -78,7 +71,7 @@ def check_database(url: str) -> None:
 
 
 def _upgrade(args: argparse.Namespace) -> int:
-    url = _database_url(args.database_url)
+    url = database_url(args.database_url)
     check_database(url)
     applied = schema.upgrade(url)
     with psycopg.connect(url) as connection:
@@ -164,7 +157,7 @@ def _start_http(values: dict[str, Any], database_url: str) -> Any:
 def _import(args: argparse.Namespace) -> int:
     logs.configure("WARNING")
     with importer.open_export(args.file) as stream:
-        url = _database_url(args.database_url)
+        url = database_url(args.database_url)
         check_database(url)
         importer.require_schema(url)
         store = Store(url)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import random
 import ssl
 import threading
 import time
@@ -36,9 +35,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from collector.config import DEFAULTS
 from collector.metrics import IngestMetrics
 from collector.storage import DeadLetter, InboundMessage, Store, TemporaryStoreError, WriteResult
 from coverwatch import protocol
+from coverwatch.backoff import Backoff
 from coverwatch.errors import ConfigError
 from coverwatch.settings import MqttUrl
 
@@ -47,14 +48,22 @@ logger = logging.getLogger("coverwatch.collector")
 
 @dataclass(frozen=True)
 class IngestOptions:
-    client_id: str = "coverwatch-collector"
-    shared_group: str | None = None
-    batch_readings: int = 5000
-    batch_age_s: float = 1.0
-    max_unacked_messages: int = 1000
+    """How the collector subscribes, batches and retries.
+
+    What is also a collector setting defaults to that setting's declared default
+    (collector/config.py ``SETTINGS``), so that ``IngestOptions()`` and ``coverwatch
+    collector run`` without settings behave the same.
+    """
+
+    client_id: str = DEFAULTS["client_id"]
+    shared_group: str | None = DEFAULTS["shared_group"]
+    batch_readings: int = DEFAULTS["batch_readings"]
+    batch_age_s: float = DEFAULTS["batch_age_s"]
+    max_unacked_messages: int = DEFAULTS["max_unacked_messages"]
+    # A database that is away: capped exponential backoff (coverwatch.backoff).
     retry_initial_s: float = 0.5
     retry_max_s: float = 30.0
-    ca_file: str | None = None
+    ca_file: str | None = DEFAULTS["mqtt_ca_file"]
     max_message_attempts: int = 3
 
 
@@ -225,7 +234,7 @@ class Collector:
     def _store_with_retry(
         self, batch: list[_Pending], *, give_up_when_stopping: bool = False
     ) -> None:
-        delay = self.options.retry_initial_s
+        backoff = Backoff(self.options.retry_initial_s, self.options.retry_max_s)
         failures = 0
         while True:
             started = time.perf_counter()
@@ -240,15 +249,15 @@ class Collector:
                         len(batch),
                     )
                     return
+                delay = backoff.next_delay()
                 logger.warning(
                     "database unavailable (%s); retrying in %.1fs",
                     error,
                     delay,
                     extra={"retry_in_s": round(delay, 1), "messages": len(batch)},
                 )
-                if self._stopping.wait(delay * random.uniform(0.8, 1.2)):  # noqa: S311 (jitter)
+                if self._stopping.wait(delay):
                     give_up_when_stopping = True
-                delay = min(delay * 2, self.options.retry_max_s)
                 continue
             except Exception as error:
                 # Not a database error we know. One message must not hold up the others:
@@ -270,9 +279,8 @@ class Collector:
                         failures,
                         self.options.max_message_attempts,
                     )
-                    if self._stopping.wait(delay):
+                    if self._stopping.wait(backoff.next_delay()):
                         return
-                    delay = min(delay * 2, self.options.retry_max_s)
                     continue
                 quarantined = self._quarantine(batch[0], error)
                 if quarantined is None:

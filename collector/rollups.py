@@ -94,6 +94,7 @@ class RollupRefresher:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._connection: psycopg.Connection[Any] | None = None
+        self._rounds = 0
 
     def start(self) -> None:
         """Refresh now, then every ``interval_s`` seconds, until :meth:`stop`."""
@@ -153,8 +154,11 @@ class RollupRefresher:
         self.metrics.rollup_hours_pending.set(pending)
         self.metrics.rollup_refresh_seconds.set(seconds)
         self.metrics.rollup_refreshed_at.set(self.clock())
+        self._rounds += 1
+        # The first round at INFO (the database is reachable, this is what was pending),
+        # later ones only when they had a backlog to work through.
         logger.log(
-            logging.INFO if hours >= self.batch_hours else logging.DEBUG,
+            logging.INFO if self._rounds == 1 or hours >= self.batch_hours else logging.DEBUG,
             "re-materialized %d probe-hours of the rollups in %.2fs (%d marked since)",
             hours,
             seconds,

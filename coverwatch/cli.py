@@ -1,17 +1,20 @@
 """``coverwatch``: the server-side command line.
 
-Sub-commands import their component lazily, so that ``coverwatch --help`` works
-(and says what to install) even where only part of the extras is installed.
+This module knows no component: each one registers its own top-level commands through
+the entry-point group ``coverwatch.commands`` (declared in pyproject.toml), so that the
+shared package imports nothing of the server side. A component whose libraries are not
+installed still shows its commands, and running one says which extra to install:
+``coverwatch --help`` works wherever only part of the extras is installed.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import re
 import sys
 from collections.abc import Sequence
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
@@ -50,56 +53,61 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.set_defaults(handler=_validate)
 
-    _register_server_commands(commands)
-
-    demo = commands.add_parser(
-        "demo", help="the whole system on this machine with a simulated province"
-    )
-    try:
-        from simulator.demo import add_arguments as add_demo_arguments
-    except ImportError:  # the server extra is not installed
-        pass
-    else:
-        add_demo_arguments(demo)
-    demo.set_defaults(handler=_demo)
+    register_component_commands(commands)
     return parser
 
 
-# Server-side components and the top-level commands each one registers through its
-# ``register(commands)``; listed here so the stubs can say what to install.
-SERVER_COMMANDS: dict[str, tuple[str, ...]] = {
-    "collector.cli": ("db", "collector", "import"),
-    "geo.cli": ("villages", "report", "map", "serve"),
-    "dashboards.cli": ("dashboards",),
-    "provisioning.cli": ("probes", "deploy"),
-}
+COMMANDS_GROUP = "coverwatch.commands"
 
 
-def _register_server_commands(commands: Any) -> None:
-    for module_name, names in SERVER_COMMANDS.items():
+def component_commands() -> dict[tuple[str, str], list[EntryPoint]]:
+    """The installed ``coverwatch.commands`` entry points, by register function.
+
+    Each entry point is one top-level command; the commands of one component share its
+    ``register(commands)``, which adds them all. Ordered by module, so that the help
+    lists each component's commands together, in the same order every time.
+    """
+    grouped: dict[tuple[str, str], list[EntryPoint]] = {}
+    for point in entry_points(group=COMMANDS_GROUP):
+        grouped.setdefault((point.module, point.attr), []).append(point)
+    return dict(sorted(grouped.items()))
+
+
+def register_component_commands(commands: Any) -> None:
+    for (module, _), points in component_commands().items():
         try:
-            module = importlib.import_module(module_name)
-        except ImportError as error:  # the server extra is not installed
-            if error.name == module_name:
-                continue  # a component this checkout does not have
-            missing = error.name or "a server-side library"
-            for name in names:
-                stub = commands.add_parser(
-                    name, help=f"(needs: pip install '.[server]'; {missing} missing)"
-                )
-                stub.set_defaults(handler=_needs_server(missing))
+            register = points[0].load()
+        except ImportError as error:  # the component's extra is not installed
+            if error.name and (module + ".").startswith(error.name + "."):
+                continue  # a component this installation does not have
+            missing = error.name or "a library it needs"
+            for point in points:
+                _add_stub(commands, point, missing)
             continue
-        module.register(commands)
+        register(commands)
 
 
-def _needs_server(missing: str) -> Any:
+def _add_stub(commands: Any, point: EntryPoint, missing: str) -> None:
+    """A command whose component cannot be imported: running it says what to install."""
+    extras = list(point.extras) or ["server"]
+    install = f"pip install '.[{','.join(extras)}]'"
+    stub = commands.add_parser(
+        point.name,
+        help=f"(needs: {install}; {missing} missing)",
+        # No options of its own: whatever follows the command (an action, flags, --help)
+        # ends in the message below rather than in a usage error about the arguments.
+        prefix_chars="\0",
+        add_help=False,
+    )
+    stub.add_argument("arguments", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    needs = " and ".join(extras) + (" extras" if len(extras) > 1 else " extra")
+
     def handler(_: argparse.Namespace) -> int:
         raise CoverwatchError(
-            f"this command needs the server extra ({missing} is not installed): "
-            "pip install '.[server]'"
+            f"this command needs the {needs} ({missing} is not installed): {install}"
         )
 
-    return handler
+    stub.set_defaults(handler=handler)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -234,17 +242,6 @@ def _lone_surrogate(text: str) -> int | None:
             return start
         pending = (start, match.end())
     return None if pending is None else pending[0]
-
-
-def _demo(args: argparse.Namespace) -> int:
-    try:
-        from simulator.demo import main as demo_main
-    except ImportError as error:
-        raise CoverwatchError(
-            f"the demo needs the server and embedded extras ({error.name} is not installed): "
-            "pip install '.[server,embedded]' (make demo does this)"
-        ) from None
-    return demo_main(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -105,6 +105,36 @@ def redact_url(url: str) -> str:
         return "<unreadable URL>"
 
 
+def database_url(
+    flag_value: str | None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    otherwise: str | None = None,
+) -> str:
+    """The database URL: ``--database-url``, else ``COVERWATCH_DATABASE_URL``.
+
+    Every command that needs the database resolves it here, so that all of them say
+    the same when it is missing; ``otherwise`` adds a way out that only one command has
+    (``put database_url in the config file``).
+    """
+    url = setting_from(flag_value, DATABASE_URL_ENV, environ=environ)
+    if not url:
+        raise missing_database_url(otherwise)
+    return url
+
+
+def missing_database_url(otherwise: str | None = None) -> ConfigError:
+    """The one error for a database URL that nobody gave."""
+    ways = f"pass --database-url, set {DATABASE_URL_ENV}"
+    if otherwise:
+        ways += f", or {otherwise}"
+    return ConfigError(
+        "--database-url",
+        "is required",
+        f"{ways}; the URL looks like postgresql://user:password@host:5432/coverwatch",
+    )
+
+
 def setting_from(
     flag_value: str | None,
     env_name: str,

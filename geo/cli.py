@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from coverwatch.errors import ConfigError
-from coverwatch.settings import DATABASE_URL_ENV
+from coverwatch.settings import DATABASE_URL_ENV, database_url
 from geo import database, registry, report, thresholds
 from geo.coverage import TimeWindow
 from geo.params import parse_window
@@ -151,7 +151,7 @@ def _import(args: argparse.Namespace) -> int:
     )
     for problem in parsed.problems:
         print(f"{args.file}: {problem}", file=sys.stderr)
-    with database.connect(database.database_url(args.database_url)) as connection:
+    with database.connect(database_url(args.database_url)) as connection:
         if args.boundaries:
             stored = registry.store_boundaries(connection, parsed.boundaries, source=args.file.name)
             what = "boundaries"
@@ -183,7 +183,7 @@ def _analysis_values(args: argparse.Namespace) -> TimeWindow:
 
 def _uncovered(args: argparse.Namespace) -> int:
     window = _analysis_values(args)
-    with database.connect(database.database_url(args.database_url)) as connection:
+    with database.connect(database_url(args.database_url)) as connection:
         rows = report.uncovered_villages(
             connection,
             window,
@@ -199,7 +199,7 @@ def _map(args: argparse.Namespace) -> int:
     from geo import maps
 
     window = _analysis_values(args)
-    with database.connect(database.database_url(args.database_url)) as connection:
+    with database.connect(database_url(args.database_url)) as connection:
         data = maps.collect(
             connection,
             window,
@@ -223,7 +223,7 @@ def _map(args: argparse.Namespace) -> int:
 
 
 def _thresholds_show(args: argparse.Namespace) -> int:
-    with database.connect(database.database_url(args.database_url)) as connection:
+    with database.connect(database_url(args.database_url)) as connection:
         current = thresholds.load_thresholds(connection)
     print(f"{'technology':<11}{'good':>7}{'fair':>7}{'poor':>7}  source")
     for technology, band in sorted(current.bands.items()):
@@ -241,7 +241,7 @@ def _thresholds_set(args: argparse.Namespace) -> int:
         bands[technology] = dataclasses.replace(
             band, source=args.source or "coverwatch thresholds set"
         )
-    with database.connect(database.database_url(args.database_url)) as connection:
+    with database.connect(database_url(args.database_url)) as connection:
         marked = thresholds.store_thresholds(connection, bands)
         connection.commit()
     print(
@@ -273,7 +273,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from geo import web
 
-    url = database.database_url(args.database_url)
+    url = database_url(args.database_url)
     token = read_token_file(args.write_token_file) if args.write_token_file else None
     app = web.create_app(
         url, write_token=token, tiles=args.tiles, tiles_attribution=args.tiles_attribution

@@ -11,18 +11,7 @@ from typing import Any
 import psycopg
 
 from coverwatch.errors import ConfigError
-from coverwatch.settings import DATABASE_URL_ENV, redact_url, setting_from
-
-
-def database_url(flag_value: str | None) -> str:
-    url = setting_from(flag_value, DATABASE_URL_ENV)
-    if not url:
-        raise ConfigError(
-            "--database-url",
-            "no database given",
-            f"pass --database-url postgresql://user:pass@host/db or set {DATABASE_URL_ENV}",
-        )
-    return url
+from coverwatch.settings import DATABASE_URL_ENV, redact_url
 
 
 def connect(url: str) -> psycopg.Connection[Any]:

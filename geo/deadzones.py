@@ -90,8 +90,11 @@ def partition_metres(
     if unknown:
         raise ValueError(f"unknown coverage classes {sorted(unknown)}")
     points = shapely.points(np.asarray(xy, dtype=np.float64).reshape(-1, 2))
-    discs = shapely.buffer(points, radius_m, quad_segs=QUAD_SEGS)
-    near = np.zeros(len(discs), dtype=bool)
+    # An (n, 2) array gives an array of geometries (the stubs allow a lone one too).
+    discs: npt.NDArray[np.object_] = np.asarray(
+        shapely.buffer(points, radius_m, quad_segs=QUAD_SEGS), dtype=object
+    )
+    near = np.zeros(len(discs), dtype=np.bool_)
     if len(discs):
         near[shapely.STRtree(discs).query(boundary, predicate="intersects")] = True
     is_dead = near & np.isin(cls, list(dead_classes))

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 import psycopg
 import shapely
 
@@ -175,7 +176,9 @@ def _nearest_probes(
     p_lat = np.array([p.lat for p in placed], dtype=np.float64)
     projection = LocalProjection.around(np.r_[v_lon, p_lon], np.r_[v_lat, p_lat])
     v_points = shapely.points(projection.forward(np.column_stack([v_lon, v_lat])))
-    p_points = shapely.points(projection.forward(np.column_stack([p_lon, p_lat])))
+    p_points: npt.NDArray[np.object_] = np.asarray(
+        shapely.points(projection.forward(np.column_stack([p_lon, p_lat]))), dtype=object
+    )
     nearest = shapely.STRtree(p_points).query_nearest(v_points, all_matches=False)
     index = np.full(len(villages), -1)
     index[nearest[0]] = nearest[1]

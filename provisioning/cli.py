@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from coverwatch.errors import CoverwatchError
-from coverwatch.settings import DATABASE_URL_ENV, setting_from
+from coverwatch.settings import DATABASE_URL_ENV, database_url
 
 DEFAULT_DEPLOY_DIR = Path("deploy")
 
@@ -142,13 +141,7 @@ def _register_probes(commands: Any) -> None:
 def _database_url(args: argparse.Namespace) -> str | None:
     if args.no_database:
         return None
-    url = setting_from(args.database_url, DATABASE_URL_ENV)
-    if not url:
-        raise CoverwatchError(
-            f"no database: pass --database-url or set {DATABASE_URL_ENV} "
-            "(or --no-database to skip the registry)"
-        )
-    return url
+    return database_url(args.database_url, otherwise="pass --no-database to skip the registry")
 
 
 def _deploy_init(args: argparse.Namespace) -> int:

@@ -11,11 +11,10 @@ the extension); ``layout_database_url`` runs a test on both storage layouts.
 ``COVERWATCH_TEST_LAYOUT`` chooses the storage layout of the whole run: ``plain`` (the
 default) gives ``database_url`` and ``postgres_admin_url`` on the plain PostgreSQL server
 above; ``timescale`` gives them on the TimescaleDB server, each fresh database with the
-extension created, so that ``coverwatch db upgrade`` makes hypertables and continuous
-aggregates. The TimescaleDB server is then required: without a usable one the tests
-fail (never skip). ``@pytest.mark.layout("plain", reason=...)`` pins a test whose subject
-is one layout only; ``refresh_rollups`` refreshes the hourly rollups the way the
-database's layout needs.
+extension created, so that ``coverwatch db upgrade`` makes hypertables. The TimescaleDB
+server is then required: without a usable one the tests fail (never skip).
+``@pytest.mark.layout("plain", reason=...)`` pins a test whose subject is one layout only;
+``refresh_rollups`` re-materializes the hourly rollups (the same call on both layouts).
 
 Tests that need a tool a user's machine may lack (mosquitto, mosquitto_pub,
 chromium, TimescaleDB, LazyFS) skip with the reason there, but fail under CI (``CI``
@@ -45,7 +44,6 @@ TEST_LAYOUT_ENV = "COVERWATCH_TEST_LAYOUT"
 
 Layout = Literal["plain", "timescale"]
 LAYOUTS: tuple[Layout, ...] = ("plain", "timescale")
-ROLLUPS = ("signal_hourly", "latency_hourly")
 
 
 def skip_unless_ci(reason: str) -> NoReturn:
@@ -246,8 +244,8 @@ def layout_database_url(request: pytest.FixtureRequest) -> str:
     """A fresh database of each storage layout, for tests that must hold on both.
 
     ``plain`` is ``plain_database_url`` (a server without TimescaleDB, where `coverwatch
-    db upgrade` chooses plain tables and materialized views); ``timescale`` is
-    ``timescale_database_url`` (hypertables and continuous aggregates). Both run whatever
+    db upgrade` chooses plain tables); ``timescale`` is ``timescale_database_url``
+    (hypertables). Both run whatever
     ``COVERWATCH_TEST_LAYOUT`` says.
     """
     fixture = "plain_database_url" if request.param == "plain" else "timescale_database_url"

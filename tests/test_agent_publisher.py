@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from agent.outbox import Outbox
-from agent.publisher import Backoff, Publisher, PublisherOptions, _RangeSet
+from agent.publisher import Publisher, PublisherOptions, _RangeSet
 from collector import schema
 from collector.ingest import IngestOptions
 from coverwatch import protocol
@@ -295,19 +295,6 @@ def test_a_refused_login_is_reported_and_retried_without_losing_readings(
     assert "not-the-password" not in str(publisher.last_error)
     assert not publisher.connected.is_set()
     assert outbox.stats().pending == 1
-
-
-def test_backoff_grows_exponentially_with_jitter_up_to_the_cap() -> None:
-    import random
-
-    backoff = Backoff(1.0, 60.0, rng=random.Random(7))
-    delays = [backoff.next_delay() for _ in range(12)]
-    assert all(1.0 <= delay <= 60.0 for delay in delays)
-    assert max(delays[:2]) <= 2.0  # starts small...
-    assert max(delays[8:]) > 8.0  # ...and grows
-    assert len({round(d, 6) for d in delays}) == 12  # jittered, not lock-step
-    backoff.reset()
-    assert backoff.next_delay() == 1.0
 
 
 def test_a_round_the_backlog_already_sent_is_not_sent_again_as_live(

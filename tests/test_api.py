@@ -66,7 +66,7 @@ def test_probes_with_status(client: TestClient[Litestar]) -> None:
         "stray": "unknown",
     }
     dead = next(p for p in body["probes"] if p["probe_id"] == "cb-dead")
-    assert (dead["coverage_class"], dead["rtt_median_ms"], dead["loss_pct"]) == (
+    assert (dead["coverage_class"], dead["rtt_ms"], dead["loss_pct"]) == (
         "none",
         145.0,
         50.0,

@@ -19,6 +19,7 @@ SERVER_ONLY = [
     "litestar",
     "uvicorn",
     "grafana_client",
+    "numpy",
 ]
 
 
@@ -62,3 +63,16 @@ def test_agent_extra_installs_without_server_libraries(tmp_path: Path) -> None:
         check=False,
     )
     assert version.stdout.startswith("coverwatch-probe ")
+    # The server's commands are there, and say what to install instead of a traceback.
+    server = subprocess.run(
+        [str(target / "bin" / "coverwatch"), "db", "upgrade", "--database-url", "postgresql://x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert server.returncode == 2, server.stderr
+    assert server.stderr == (
+        "error: this command needs the server extra (psycopg is not installed): "
+        "pip install '.[server]'\n"
+    )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from coverwatch.errors import ConfigError
-from coverwatch.settings import MqttUrl, redact_url, setting_from
+from coverwatch.settings import MqttUrl, database_url, redact_url, setting_from
 
 
 def test_mqtt_url_defaults_and_credentials() -> None:
@@ -53,3 +55,43 @@ def test_flag_beats_environment_beats_default() -> None:
     assert setting_from("mqtt://flag", "COVERWATCH_MQTT_URL", environ=env) == "mqtt://flag"
     assert setting_from(None, "COVERWATCH_MQTT_URL", environ=env) == "mqtt://env"
     assert setting_from(None, "COVERWATCH_MQTT_URL", environ={}, default="d") == "d"
+
+
+def test_database_url_flag_beats_environment_and_nothing_is_one_error() -> None:
+    env = {"COVERWATCH_DATABASE_URL": "postgresql://env/cw"}
+    assert database_url("postgresql://flag/cw", environ=env) == "postgresql://flag/cw"
+    assert database_url(None, environ=env) == "postgresql://env/cw"
+    with pytest.raises(ConfigError) as plain:
+        database_url(None, environ={"COVERWATCH_DATABASE_URL": ""})
+    assert str(plain.value) == (
+        "--database-url: is required\nHint: pass --database-url, set COVERWATCH_DATABASE_URL; "
+        "the URL looks like postgresql://user:password@host:5432/coverwatch"
+    )
+    with pytest.raises(ConfigError) as with_way_out:
+        database_url(None, environ={}, otherwise="pass --no-database to skip the registry")
+    assert with_way_out.value.hint.startswith(
+        "pass --database-url, set COVERWATCH_DATABASE_URL, or pass --no-database to skip"
+    )
+
+
+def test_every_command_says_the_same_when_the_database_url_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """collector, geo and provisioning resolve it in one place (coverwatch.settings)."""
+    from coverwatch.cli import main
+
+    monkeypatch.delenv("COVERWATCH_DATABASE_URL", raising=False)
+    missing = (
+        "error: --database-url: is required\nHint: pass --database-url, set "
+        "COVERWATCH_DATABASE_URL{}; the URL looks like postgresql://user:password@host:5432/"
+        "coverwatch\n"
+    )
+    assert main(["db", "upgrade"]) == 2
+    assert capsys.readouterr().err == missing.format("")
+    assert main(["collector", "run", "--mqtt-url", "mqtt://broker"]) == 2
+    assert capsys.readouterr().err == missing.format(", or put database_url in the config file")
+    revoke = ["probes", "revoke", "--id", "cb-001", "--deploy-dir", str(tmp_path)]
+    assert main(revoke) == 2
+    assert capsys.readouterr().err == missing.format(", or pass --no-database to skip the registry")
+    assert main(["thresholds", "show"]) == 2
+    assert capsys.readouterr().err == missing.format("")

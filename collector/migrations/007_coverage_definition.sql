@@ -364,13 +364,15 @@ LANGUAGE sql STABLE AS $$
            1.0 / power(greatest(d.distance_m, p_min_distance_m), 2)
     FROM villages v
     CROSS JOIN LATERAL (
-        SELECT degrees(p_radius_m / 6371008.8) * 1.0001 AS dlat
+        -- At least 1 mm: a radius of 5e-324 m would underflow (an error in PostgreSQL).
+        SELECT degrees(greatest(p_radius_m, 1e-3) / 6371008.8) * 1.0001 AS dlat,
+               greatest(p_radius_m, 1e-3) AS radius_m
     ) box
     JOIN probes p
       ON p.lat BETWEEN v.lat - box.dlat AND v.lat + box.dlat
      AND abs(p.lon - v.lon) <= CASE
             WHEN abs(v.lat) + box.dlat >= 89.9 THEN 360
-            ELSE 1.0001 * degrees(2 * asin(least(1.0, sin(p_radius_m / 6371008.8 / 2)
+            ELSE 1.0001 * degrees(2 * asin(least(1.0, sin(box.radius_m / 6371008.8 / 2)
                                                   / cos(radians(abs(v.lat) + box.dlat)))))
          END
     CROSS JOIN LATERAL (
