@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import msgspec
@@ -363,3 +365,329 @@ def test_registered_as_a_plugin(tmp_path: Path) -> None:
 def test_qeng_search_has_no_serving_cell() -> None:
     reply = AtReply('AT+QENG="servingcell"', ('+QENG: "servingcell","SEARCH"',))
     assert cellular.parse_qeng(reply) is None
+
+
+# ------------------------------------------- issue 13 item 4: decoder defects, real captures
+
+
+def test_at_quectel_5g_standalone_reads_the_17_field_serving_cell() -> None:
+    # RM5xx NR5G-SA line (4IceG/luci-app-3ginfo-lite#47): 17 fields, SINR the 15th.
+    sensor, _ = at_sensor("quectel-rm5xx-5g-sa.txt")
+    reading = read_one(sensor)
+    assert reading.registration == "home"
+    assert reading.technology == "nr5g"
+    assert reading.operator_code == "310260"
+    assert reading.cell_id == 0x14758F12F  # a 36-bit NR cell identity
+    assert reading.tac == 0x59E700
+    assert (reading.rsrp_dbm, reading.rsrq_db, reading.sinr_db) == (-89.0, -11.0, 19.0)
+
+
+@pytest.mark.parametrize(
+    ("line", "cell_id", "tac", "radio"),
+    [
+        # 4IceG/luci-app-3ginfo-lite#48: FDD n71, T-Mobile US.
+        (
+            '+QENG: "servingcell","NOCONN","NR5G-SA","FDD",310,260,939204254,24,60AA00,'
+            "126490,71,1,-104,-13,11,0,-",
+            0x939204254,
+            0x60AA00,
+            (-104.0, -13.0, 11.0),
+        ),
+        # NVlabs/sionna-rk#18: RM520N-GL camped with limited service on a test network.
+        (
+            '+QENG: "servingcell","LIMSRV","NR5G-SA","TDD",262,99,000BC614E,0,1,640320,77,'
+            "1,-72,-10,29,1,57",
+            0xBC614E,
+            0x1,
+            (-72.0, -10.0, 29.0),
+        ),
+    ],
+)
+def test_qeng_nr5g_sa_captures(
+    line: str, cell_id: int, tac: int, radio: tuple[float, float, float]
+) -> None:
+    cell = cellular.parse_qeng(AtReply('AT+QENG="servingcell"', (line,)))
+    assert cell is not None
+    assert cell.technology == "nr5g"
+    assert (cell.cell_id, cell.tac) == (cell_id, tac)
+    assert (cell.rsrp_dbm, cell.rsrq_db, cell.sinr_db) == radio
+
+
+def test_at_simcom_sim7000_catm1_values_are_plain_db() -> None:
+    # LilyGO-T-SIM7000G#16: a -113 dBm CAT-M1 cell, not an excellent one.
+    sensor, port = at_sensor("simcom-sim7000g-catm1.txt")
+    reading = read_one(sensor)
+    assert reading.registration == "home"
+    assert reading.technology == "lte"
+    assert reading.operator_code == "310410"
+    assert reading.cell_id == 111159055
+    assert reading.tac == 0x9709
+    assert reading.rsrp_dbm == -113.0
+    assert reading.rsrq_db == -16.0
+    assert reading.rssi_dbm == -83.0  # CPSI wins over CSQ 17 (-79 dBm)
+    assert reading.sinr_db == 10.0
+    assert "AT+CPSI?" in port.sent
+
+
+def test_cpsi_gsm_line_from_a_sim7000() -> None:
+    # botletics/SIM7000-LTE-Shield#129: the SIM7000 fell back to GSM (o2-de 262-03).
+    reply = AtReply("AT+CPSI?", ("+CPSI: GSM,Online,262-03,0xe2d1,8926,754 DCS 1800,-88,0,18-18",))
+    cell = cellular.parse_cpsi(reply)
+    assert cell == cellular.ServingCell(
+        technology="gsm", operator_code="26203", tac=0xE2D1, cell_id=8926, rssi_dbm=-88.0
+    )
+
+
+def test_at_generic_modem_reads_cell_id_and_lac_from_creg_n2() -> None:
+    # Fibocom FM150 (4IceG/luci-app-3ginfo-lite#32): no vendor report, +CREG with <n>=2.
+    sensor, port = at_sensor("fibocom-fm150-creg2.txt")
+    reading = read_one(sensor)
+    assert reading.registration == "home"
+    assert reading.technology == "nr5g"  # <AcT> 13: E-UTRA-NR dual connectivity
+    assert reading.operator_code == "26201"
+    assert reading.operator_name == "Telekom.de"
+    assert reading.cell_id == 0x01BC7511
+    assert reading.tac == 0x5D4  # the LAC
+    assert reading.rssi_dbm == -79.0
+    assert "AT+CREG=2" in port.sent
+    assert "AT+CEREG=2" in port.sent
+
+
+@pytest.mark.parametrize(
+    ("prefix", "line", "expected"),
+    [
+        # Sierra 312U (gammu/gammu#336): roaming on UMTS.
+        ("+CREG", '+CREG: 2,5,"2AF5","0B88E350",2', ("roaming", 0x2AF5, 0x0B88E350, "umts")),
+        # Fibocom L850-GL (4IceG/luci-app-3ginfo-lite#82): <stat> 6, home SMS only.
+        ("+CREG", '+CREG: 2,6,"7D08","04E23C04",7', ("home", 0x7D08, 0x04E23C04, "lte")),
+        # Sequans Monarch GMS01Q (vshymanskyy/TinyGSM#503).
+        ("+CEREG", '+CEREG: 2,1,"3982","00DF3B03",7', ("home", 0x3982, 0x00DF3B03, "lte")),
+        # SIMCom SIM7000 on GSM (botletics/SIM7000-LTE-Shield#129).
+        ("+CREG", '+CREG: 2,5,"E2D1","22DE",0', ("roaming", 0xE2D1, 0x22DE, "gsm")),
+        # Fibocom FM350-GL (4IceG/luci-app-3ginfo-lite#70): +CGREG adds <rac>.
+        ("+CGREG", '+CGREG: 2,1,"1234","00123456",7,"FF"', ("home", 0x1234, 0x123456, "lte")),
+        # Quectel BG96 (particle-iot/cloud-debug): <n> = 2 while still searching.
+        ("+CGREG", "+CGREG: 2,0", ("idle", None, None, None)),
+    ],
+)
+def test_registration_with_location_captures(
+    prefix: str, line: str, expected: tuple[str, int | None, int | None, str | None]
+) -> None:
+    info = cellular.parse_registration_info(AtReply(f"AT{prefix}?", (line,)), prefix)
+    assert info is not None
+    assert (info.registration, info.area, info.cell_id, info.technology) == expected
+
+
+def test_registration_skips_an_unsolicited_report_before_the_answer() -> None:
+    # Quectel BG96 (particle-iot/cloud-debug): URCs arrive between a command and its
+    # answer; '+CREG: 1,"D0B",...' is a URC (quoted second field), not <n>=1,<stat>=D0B.
+    reply = AtReply("AT+CREG?", ('+CREG: 1,"D0B","C45C010",8', '+CREG: 2,1,"D0B","C45C010",8'))
+    info = cellular.parse_registration_info(reply, "+CREG")
+    assert info == cellular.RegistrationInfo("home", 0xD0B, 0xC45C010, "gsm")
+    urc_only = AtReply("AT+CREG?", ("+CREG: 2",))
+    assert cellular.parse_registration(urc_only, "+CREG") == "searching"
+
+
+def test_at_quectel_bg96_qcsq_gives_sinr_and_the_cell_from_cereg() -> None:
+    # particle-iot/cloud-debug BG96 trace: no +QENG, so +QCSQ carries the radio values.
+    sensor, port = at_sensor("quectel-bg96-catm1-qcsq.txt")
+    reading = read_one(sensor)
+    assert reading.registration == "home"
+    assert reading.technology == "lte"  # "CAT-M1", though +COPS <AcT> 8 reads as GSM
+    assert reading.operator_code == "310410"
+    assert reading.operator_name is None  # the numeric code is no name
+    assert reading.cell_id == 205897744  # the log's own "cid=205897744 lac=3339"
+    assert reading.tac == 3339
+    assert reading.rssi_dbm == -62.0
+    assert reading.rsrp_dbm == -101.0
+    assert reading.rsrq_db == -20.0
+    assert reading.sinr_db == pytest.approx(-5.8)  # 71 in 1/5 dB from -20 dB
+    assert "AT+QCSQ" in port.sent
+
+
+def test_qcsq_fills_what_qeng_lacks_but_never_overrides_it() -> None:
+    qeng = cellular.parse_qeng(
+        AtReply(
+            'AT+QENG="servingcell"',
+            (
+                '+QENG: "servingcell","NOCONN","LTE","FDD",310,260,1452808,315,5035,12,2,2,'
+                "3AFD,-104,-11,-78,-,20",
+            ),
+        )
+    )
+    qcsq = cellular.parse_qcsq(AtReply("AT+QCSQ", ('+QCSQ: "CAT-M1",-62,-101,71,-20',)))
+    assert qeng is not None
+    merged = qeng.filled_from(qcsq)
+    assert merged.rsrp_dbm == -104.0
+    assert merged.sinr_db == pytest.approx(-5.8)
+    assert cellular.parse_qcsq(AtReply("AT+QCSQ", ('+QCSQ: "NOSERVICE"',))) is None
+
+
+def test_at_truncated_reply_is_an_error_never_a_value() -> None:
+    # +CSQ cut short ("+CSQ: 2", no final OK): not -109 dBm.
+    port = ReplayedSerialPort(AT / "generic-csq-truncated.txt")
+    ticks = iter(range(1_000_000))
+    sensor = CellularSensor(
+        Settings(backend="at"), open_port=lambda *_: port, clock=lambda: float(next(ticks))
+    )
+    reading = read_one(sensor)
+    assert reading.registration == "home"
+    assert reading.rssi_dbm is None
+    assert reading.rsrp_dbm == -91.0  # the complete +CESQ still counts
+
+
+def test_at_session_marks_a_reply_without_final_result_code() -> None:
+    port = ReplayedSerialPort(AT / "generic-csq-truncated.txt")
+    ticks = iter(range(1_000_000))
+    session = cellular.AtSession(port, timeout_s=5, clock=lambda: float(next(ticks)))
+    reply = session.command("AT+CSQ")
+    assert reply.lines == ("+CSQ: 2",)
+    assert reply.timed_out
+    assert not reply.ok
+    assert reply.fields("+CSQ") is None
+    assert cellular.csq_rssi_dbm(reply) is None
+
+
+def test_at_truncated_registration_is_an_error(tmp_path: Path) -> None:
+    text = (AT / "generic-cesq-only.txt").read_text()
+    transcript = tmp_path / "cut.txt"
+    transcript.write_text(text.replace("+CEREG: 0,1\n\nOK\n", "+CEREG: 0,1\n"))
+    port = ReplayedSerialPort(transcript)
+    ticks = iter(range(1_000_000))
+    sensor = CellularSensor(
+        Settings(backend="at"), open_port=lambda *_: port, clock=lambda: float(next(ticks))
+    )
+    with pytest.raises(SensorError, match=r"did not finish answering AT\+CEREG\?"):
+        sensor.read(stamp())
+    assert port.closed
+
+
+def test_at_sim_not_ready_is_explained() -> None:
+    sensor, _ = at_sensor("quectel-sim-not-ready.txt")
+    with pytest.raises(SensorError) as caught:
+        sensor.read(stamp())
+    message = str(caught.value)
+    assert "not ready" in message
+    assert "+CPIN: NOT READY" in message
+    assert "needs NOT READY" not in message
+    assert "PIN" not in message.replace("+CPIN", "")
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("SIM PIN", r"asks for its PIN.*\(\+CPIN: SIM PIN\)"),
+        ("SIM PUK", r"blocked.*PUK"),
+        ("PH-NET PIN", r"locked to another SIM or network"),
+        ("NOT INSERTED", r"no SIM card detected"),
+    ],
+)
+def test_cpin_states_have_their_own_hint(status: str, expected: str) -> None:
+    with pytest.raises(SensorError, match=expected):
+        cellular.check_sim(AtReply("AT+CPIN?", (f"+CPIN: {status}",)))
+
+
+def fake_mmcli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> None:
+    """An ``mmcli`` executable on PATH: the real runner, the real subprocess, captured
+    output (the hardware edge is the only fake)."""
+    binary = tmp_path / "bin"
+    binary.mkdir()
+    mmcli = binary / "mmcli"
+    mmcli.write_text("#!/bin/sh\n" + script)
+    mmcli.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{binary}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_auto_falls_back_to_at_when_modemmanager_is_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # mmcli's own message when the daemon is not on the bus (ModemManager cli/mmcli.c).
+    fake_mmcli(
+        tmp_path,
+        monkeypatch,
+        'echo "error: couldn\'t find the ModemManager process in the bus" >&2\nexit 1\n',
+    )
+    port = ReplayedSerialPort(AT / "quectel-ec25-lte-home.txt")
+    sensor = CellularSensor(
+        Settings(backend="auto"),
+        open_port=lambda name, baud, timeout: port,
+        port_exists=lambda name: name == "/dev/ttyUSB2",
+    )
+    reading = read_one(sensor)
+    assert reading.technology == "lte"
+    assert reading.cell_id == 0x1452808
+    assert port.closed
+
+
+def test_mmcli_backend_says_modemmanager_is_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_mmcli(
+        tmp_path,
+        monkeypatch,
+        'echo "error: couldn\'t find the ModemManager process in the bus" >&2\nexit 1\n',
+    )
+    with pytest.raises(SensorError, match=r"ModemManager does not answer.*systemctl start"):
+        CellularSensor(Settings(backend="mmcli")).read(stamp())
+
+
+def test_mmcli_output_with_an_invalid_utf8_byte_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_mmcli(
+        tmp_path,
+        monkeypatch,
+        f"""case "$*" in
+  "-L -J") cat {MMCLI / "list-one.json"} ;;
+  "-m 0 -J") cat {MMCLI / "huawei-e173-latin1-operator.json"} ;;
+  "-m 0 --signal-get -J") cat {MMCLI / "signal-decimal-comma.json"} ;;
+  *) echo "error: location not enabled" >&2; exit 1 ;;
+esac
+""",
+    )
+    reading = read_one(CellularSensor(Settings(backend="mmcli")))
+    assert reading.registration == "home"
+    assert reading.operator_code == "63102"
+    assert reading.operator_name == "UNIT\ufffdL"
+    assert reading.signal_quality_pct == 67.0
+
+
+def test_mmcli_prefers_the_modem_with_a_sim() -> None:
+    runner = CapturedRunner(
+        {
+            ("mmcli", "-L", "-J"): MMCLI / "list-two.json",
+            ("mmcli", "-m", "0", "-J"): MMCLI / "sim-missing.json",
+            ("mmcli", "-m", "2", "-J"): MMCLI / "telit-le910c4-lte-roaming.json",
+            ("mmcli", "-m", "2", "--signal-get", "-J"): MMCLI / "telit-le910c4-signal.json",
+            ("mmcli", "-m", "2", "--location-get", "-J"): MMCLI / "telit-le910c4-location.json",
+        }
+    )
+    reading = read_one(CellularSensor(Settings(backend="mmcli"), run=runner))
+    assert reading.registration == "roaming"
+    assert reading.operator_code == "26202"
+    assert ("mmcli", "-m", "0", "--signal-get", "-J") not in runner.calls
+
+
+def test_mmcli_without_any_sim_reports_the_first_modem() -> None:
+    runner = CapturedRunner(
+        {
+            ("mmcli", "-L", "-J"): MMCLI / "list-two.json",
+            ("mmcli", "-m", "0", "-J"): MMCLI / "sim-missing.json",
+            ("mmcli", "-m", "2", "-J"): MMCLI / "sim-missing.json",
+        }
+    )
+    with pytest.raises(SensorError, match=r"modem 0 failed \(sim-missing\)"):
+        CellularSensor(Settings(backend="mmcli"), run=runner).read(stamp())
+
+
+@pytest.mark.parametrize(
+    ("sim", "has_sim"),
+    [("/org/freedesktop/ModemManager1/SIM/0", True), ("/", False), ("--", False), (None, False)],
+)
+def test_mmcli_sim_path_says_whether_a_sim_is_there(sim: str | None, has_sim: bool) -> None:
+    document = json.loads((MMCLI / "telit-le910c4-lte-roaming.json").read_text())
+    if sim is None:
+        del document["modem"]["generic"]["sim"]
+    else:
+        document["modem"]["generic"]["sim"] = sim
+    assert cellular.parse_mmcli_modem(json.dumps(document)).has_sim is has_sim

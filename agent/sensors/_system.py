@@ -24,6 +24,9 @@ def run_command(argv: Sequence[str], timeout_s: float) -> str:
 
     The C locale matters: mmcli prints numbers with the locale's decimal separator
     ("-67,00" under a Czech or Vietnamese locale), which would not parse as a float.
+    Output is decoded leniently: an operator name or firmware string that is not valid
+    UTF-8 (modems that send Latin-1 or GSM 7-bit names) becomes U+FFFD instead of
+    raising UnicodeDecodeError out of the round.
     """
     env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
     try:
@@ -31,6 +34,8 @@ def run_command(argv: Sequence[str], timeout_s: float) -> str:
             list(argv),
             capture_output=True,
             text=True,
+            encoding="utf-8",
+            errors="replace",
             timeout=timeout_s,
             check=False,
             env=env,

@@ -1,0 +1,108 @@
+"""The AT backend: one round of AT commands on the modem's port, parsed per vendor.
+
+3GPP ``+CREG/+CGREG/+CEREG/+C5GREG`` (with ``<n>`` = 2, so every modem names its LAC/TAC
+and cell id), ``+COPS``, ``+CSQ``, ``+CESQ``, plus the vendor serving-cell report:
+Quectel ``AT+QENG="servingcell"`` and ``AT+QCSQ``, SIMCom ``AT+CPSI?``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from agent.sensors.base import SensorError
+from agent.sensors.cellular.at_parsers.generic import (
+    REGISTRATION_PREFIXES,
+    ServingCell,
+    check_sim,
+    consolidate_registration,
+    csq_rssi_dbm,
+    parse_cesq,
+    parse_cops,
+    parse_registration_info,
+    registered_cell,
+    state_from_at,
+)
+from agent.sensors.cellular.at_parsers.quectel import parse_qcsq, parse_qeng
+from agent.sensors.cellular.at_parsers.simcom import parse_cpsi
+from agent.sensors.cellular.at_session import AtSession, SerialOpener, require_complete
+from agent.sensors.cellular.settings import Settings
+from agent.sensors.cellular.state import CellularState
+
+
+class AtBackend:
+    """Reads the modem on ``settings.port``; the port is opened per round and closed."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        open_port: SerialOpener,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._open_port = open_port
+        self._clock = clock
+        self._vendor: str | None = None
+
+    def measure(self) -> CellularState:
+        settings = self._settings
+        port = self._open_port(settings.port, settings.baud, 0.2)
+        try:
+            return self._measure(
+                AtSession(port, timeout_s=settings.at_timeout_s, clock=self._clock)
+            )
+        finally:
+            port.close()
+
+    def _measure(self, at: AtSession) -> CellularState:
+        probe = at.command("AT")
+        if not probe.ok:
+            raise SensorError(
+                f"the modem on {self._settings.port} does not answer AT ({probe.error}); "
+                f"is this its AT port (try ttyUSB2/ttyUSB3)?"
+            )
+        at.command("ATE0")  # no echo: fewer lines to skip
+        check_sim(at.command("AT+CPIN?"))
+        # <n> = 2: the read commands then name the LAC/TAC and cell id (27.007 §7.2),
+        # the only way to a cell identity on modems without a vendor report.
+        for prefix in REGISTRATION_PREFIXES:
+            at.command(f"AT{prefix}=2")
+        # A registration cut short would drop a domain and could turn "registered" into
+        # "searching": an error, not a guess.
+        infos = [
+            parse_registration_info(require_complete(at.command(f"AT{prefix}?")), prefix)
+            for prefix in REGISTRATION_PREFIXES
+        ]
+        registrations = [info.registration if info else None for info in infos]
+        registration = consolidate_registration(registrations)
+        if registration not in ("home", "roaming"):
+            return CellularState(registration=registration)
+        at.command("AT+COPS=3,0")  # long alphanumeric operator name
+        operator_name, _ = parse_cops(at.command("AT+COPS?"), expected_format=0)
+        at.command("AT+COPS=3,2")  # numeric MCC-MNC
+        operator_code, cops_technology = parse_cops(at.command("AT+COPS?"), expected_format=2)
+        csq = csq_rssi_dbm(at.command("AT+CSQ"))
+        cesq = parse_cesq(at.command("AT+CESQ"))
+        return state_from_at(
+            registrations,
+            operator_name,
+            operator_code,
+            cops_technology,
+            csq,
+            cesq,
+            self._serving_cell(at),
+            registered=registered_cell(infos),
+        )
+
+    def _serving_cell(self, at: AtSession) -> ServingCell | None:
+        if self._vendor is None:
+            manufacturer = at.command("AT+CGMI")
+            self._vendor = " ".join(manufacturer.lines).lower() if manufacturer.ok else ""
+        if "quectel" in self._vendor:
+            serving = parse_qeng(at.command('AT+QENG="servingcell"'))
+            # +QCSQ carries the SINR on EC2x/EG25/BG96 and fills what +QENG lacks.
+            signal = parse_qcsq(at.command("AT+QCSQ"))
+            return serving.filled_from(signal) if serving else signal
+        if "simcom" in self._vendor:
+            return parse_cpsi(at.command("AT+CPSI?"))
+        return None
