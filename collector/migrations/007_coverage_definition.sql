@@ -238,14 +238,17 @@ RETURNS bigint LANGUAGE sql AS $$
 $$;
 
 -- Re-materialize up to p_limit marked hours (oldest first) and clear their marks; the
--- number done. The "= ANY" conditions are restrictions the planner pushes into the live
+-- number done. The "= ANY" condition is a restriction the planner pushes into the live
 -- views (a join condition would not be: every marked hour would be aggregated, each call). Marks a writer holds are skipped, never waited for: the writer's hour is
 -- done by a later call, and a writer never waits on this for longer than one call.
 CREATE FUNCTION coverage_refresh(p_limit integer DEFAULT 2000)
-RETURNS integer LANGUAGE plpgsql AS $$
+RETURNS integer LANGUAGE plpgsql
+SET jit = off  -- row estimates of the live views are far off; compiling costs more than it saves
+AS $$
 DECLARE
     v_probes text[];
     v_hours timestamptz[];
+    v_hour_set timestamptz[];
 BEGIN
     SELECT coalesce(array_agg(probe_id), '{}'), coalesce(array_agg(hour), '{}')
       INTO v_probes, v_hours
@@ -254,23 +257,27 @@ BEGIN
     IF cardinality(v_probes) = 0 THEN
         RETURN 0;
     END IF;
+    -- Marks are taken oldest hour first, so they span few distinct hours: the restriction
+    -- on them reaches the marks through rollup_dirty_hour (a list of probe ids would
+    -- match every probe's marks of every hour), and the semi-join keeps exactly ours.
+    v_hour_set := ARRAY(SELECT DISTINCT h FROM unnest(v_hours) AS h);
     DELETE FROM signal_hourly_store s USING unnest(v_probes, v_hours) m(probe_id, hour)
      WHERE s.probe_id = m.probe_id AND s.hour = m.hour;
     INSERT INTO signal_hourly_store
     SELECT l.* FROM signal_hourly_live l
-     WHERE l.hour = ANY (v_hours) AND l.probe_id = ANY (v_probes)
+     WHERE l.hour = ANY (v_hour_set)
        AND (l.probe_id, l.hour) IN (SELECT * FROM unnest(v_probes, v_hours));
     DELETE FROM latency_hourly_store s USING unnest(v_probes, v_hours) m(probe_id, hour)
      WHERE s.probe_id = m.probe_id AND s.hour = m.hour;
     INSERT INTO latency_hourly_store
     SELECT l.* FROM latency_hourly_live l
-     WHERE l.hour = ANY (v_hours) AND l.probe_id = ANY (v_probes)
+     WHERE l.hour = ANY (v_hour_set)
        AND (l.probe_id, l.hour) IN (SELECT * FROM unnest(v_probes, v_hours));
     DELETE FROM probe_hourly_store s USING unnest(v_probes, v_hours) m(probe_id, hour)
      WHERE s.probe_id = m.probe_id AND s.hour = m.hour;
     INSERT INTO probe_hourly_store
     SELECT l.* FROM probe_hourly_live l
-     WHERE l.hour = ANY (v_hours) AND l.probe_id = ANY (v_probes)
+     WHERE l.hour = ANY (v_hour_set)
        AND (l.probe_id, l.hour) IN (SELECT * FROM unnest(v_probes, v_hours));
     DELETE FROM rollup_dirty d USING unnest(v_probes, v_hours) m(probe_id, hour)
      WHERE d.probe_id = m.probe_id AND d.hour = m.hour;
