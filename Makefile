@@ -51,7 +51,7 @@ bench-ingest: $(STAMP)
 # ../shared/timescaledb/install.sh). Override the URLs or BENCH_INGEST_ARGS as needed.
 BENCH_PLAIN_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 BENCH_TIMESCALE_URL ?= postgresql://postgres@127.0.0.1:5433/postgres
-BENCH_INGEST_ARGS ?= --probes 1000
+BENCH_INGEST_ARGS ?= --probes 1000 --rounds 3
 
 .PHONY: bench-ingest-layouts
 bench-ingest-layouts: $(STAMP)
@@ -61,3 +61,10 @@ bench-ingest-layouts: $(STAMP)
 .PHONY: bench-ack-traffic
 bench-ack-traffic: $(STAMP)
 	$(BIN)/python -m bench.ack_traffic
+
+# The province benchmark (issue #12 item 4): 10,000 villages, 2,000 probes, 30 days, on both
+# storage layouts (BENCH_PLAIN_URL, BENCH_TIMESCALE_URL); needs wrk (apt-get install wrk).
+.PHONY: bench-geo
+bench-geo: $(STAMP)
+	$(BIN)/python -m bench.geo --plain-url $(BENCH_PLAIN_URL) --timescale-url $(BENCH_TIMESCALE_URL) \
+		$(BENCH_GEO_ARGS)

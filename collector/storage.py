@@ -754,15 +754,20 @@ def _mark_rollup_hours(
     UPDATE (not DO NOTHING) so that a mark the refresher holds makes this wait for it:
     the refresher's aggregate may not have seen these readings.
     """
-    hours: set[tuple[str, datetime]] = set()
+    # Hours since the epoch are UTC hours; a set first, as a batch holds few of them.
+    hours: set[tuple[int, str]] = set()
     for kind, taken_at in _ROLLED_UP.items():
-        for row in readings.get(kind, ()):
-            at = row[taken_at].astimezone(UTC)
-            hours.add((row[0], at.replace(minute=0, second=0, microsecond=0)))
+        rows = readings.get(kind)
+        if rows:
+            hours.update((int(row[taken_at].timestamp() // 3600), row[0]) for row in rows)
     if hours:
-        ordered = sorted(hours, key=lambda pair: (pair[1], pair[0]))
+        ordered = sorted(hours)
         connection.execute(
-            _MARK_HOURS, ([probe for probe, _ in ordered], [hour for _, hour in ordered])
+            _MARK_HOURS,
+            (
+                [probe for _, probe in ordered],
+                [datetime.fromtimestamp(hour * 3600, UTC) for hour, _ in ordered],
+            ),
         )
 
 
