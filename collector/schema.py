@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
@@ -111,14 +112,43 @@ def _upgrade_locked(connection: psycopg.Connection[Any]) -> list[Migration]:
         if migration.version in applied:
             continue
         logger.info("applying migration %03d_%s (%s)", migration.version, migration.name, storage)
-        with connection.transaction():
-            connection.execute(migration.sql.encode())
-            connection.execute(
-                "INSERT INTO schema_migrations (version, name, storage) VALUES (%s, %s, %s)",
-                (migration.version, migration.name, storage),
-            )
+        for attempt in range(1, _MIGRATION_ATTEMPTS + 1):
+            try:
+                with connection.transaction():
+                    connection.execute(migration.sql.encode())
+                    connection.execute(
+                        "INSERT INTO schema_migrations (version, name, storage) "
+                        "VALUES (%s, %s, %s)",
+                        (migration.version, migration.name, storage),
+                    )
+                break
+            except psycopg.Error as error:
+                if attempt == _MIGRATION_ATTEMPTS or not _is_transient_race(error):
+                    raise
+                # A migration is one transaction: rolled back whole, it can run again.
+                logger.warning(
+                    "migration %03d_%s collided with concurrent catalog work (%s); trying it again",
+                    migration.version,
+                    migration.name,
+                    str(error).strip().splitlines()[0],
+                )
+                time.sleep(0.5 * attempt)
         done.append(migration)
     return done
+
+
+_MIGRATION_ATTEMPTS = 3
+
+
+def _is_transient_race(error: psycopg.Error) -> bool:
+    """Errors a concurrent session causes, gone when the transaction runs again.
+
+    "tuple concurrently updated" (XX000) is what PostgreSQL reports when DDL and a
+    TimescaleDB background job change one catalog row at once.
+    """
+    return isinstance(
+        error, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure
+    ) or (isinstance(error, psycopg.errors.InternalError_) and "concurrently" in str(error))
 
 
 def pending_migrations(connection: psycopg.Connection[Any]) -> list[Migration]:

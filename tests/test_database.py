@@ -74,3 +74,34 @@ def test_local_postgres_survives_kill_9(tmp_path: Path) -> None:
             assert connection.execute("SELECT count(*) FROM t").fetchone() == (100,)
     finally:
         server.stop()
+
+
+RACY_MIGRATION = """
+DO $$ BEGIN
+    IF nextval('migration_attempts') = 1 THEN
+        RAISE EXCEPTION USING ERRCODE = '40001', MESSAGE = 'could not serialize access';
+    END IF;
+END $$;
+CREATE TABLE retried (x integer);
+"""
+
+
+def test_a_migration_that_collides_with_concurrent_work_runs_again(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A migration is one transaction: when a concurrent session makes it fail
+    transiently (a TimescaleDB job changing the same catalog row), it runs again."""
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        # A sequence is not rolled back with the failed attempt: it counts them.
+        connection.execute("CREATE SEQUENCE migration_attempts")
+    migration = schema.Migration(900, "racy", RACY_MIGRATION)
+    monkeypatch.setattr(schema, "migrations_for", lambda storage: [migration])
+    assert schema.upgrade(database_url) == [migration]
+    with psycopg.connect(database_url) as connection:
+        assert connection.execute("SELECT to_regclass('retried') IS NOT NULL").fetchone() == (True,)
+        assert connection.execute("SELECT nextval('migration_attempts')").fetchone() == (3,)
+
+    broken = schema.Migration(901, "broken", "SELECT 1/0")
+    monkeypatch.setattr(schema, "migrations_for", lambda storage: [migration, broken])
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        schema.upgrade(database_url)  # a real error is not tried again
