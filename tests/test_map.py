@@ -7,7 +7,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from geo import maps, web
 from geo.assets import STATIC_DIR, AssetError, check_offline
 from tests.conftest import skip_unless_ci
 from tests.geo_seed import add_boundary, add_probe_status, add_village
-from tests.test_geo_coverage import END, WINDOW, seed
+from tests.test_geo_coverage import WINDOW, seed
 
 PROVINCE_BOX = (105.4, 22.4, 106.8, 23.0)
 COMMUNE_BOX = (106.3, 22.55, 106.8, 23.0)
@@ -29,10 +29,13 @@ COMMUNE_BOX = (106.3, 22.55, 106.8, 23.0)
 def seed_map(c: psycopg.Connection[Any], *, grid: int = 0) -> None:
     """The coverage scenario of test_geo_coverage, plus probe status and boundaries."""
     seed(c)
-    add_probe_status(c, "cb-good", "online", END)
-    add_probe_status(c, "cb-dead", "online", END - timedelta(hours=2))  # silent: stale
-    add_probe_status(c, "cb-poor", "offline", END - timedelta(minutes=10))
-    add_probe_status(c, "cb-dark", "online", END)
+    # Seen relative to now, not to END (fixed when the module was imported): a probe is
+    # stale after 3 report intervals, and a slow run reaches this test minutes later.
+    seen = datetime.now(UTC)
+    add_probe_status(c, "cb-good", "online", seen)
+    add_probe_status(c, "cb-dead", "online", seen - timedelta(hours=2))  # silent: stale
+    add_probe_status(c, "cb-poor", "offline", seen - timedelta(minutes=10))
+    add_probe_status(c, "cb-dark", "online", seen)
     # cb-silent has no status row: never heard from.
     add_boundary(c, "province", "Cao Bằng", PROVINCE_BOX)
     add_boundary(c, "commune", "Quang Trung", COMMUNE_BOX, parent="Trùng Khánh")
