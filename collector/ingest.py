@@ -93,6 +93,9 @@ class Collector:
         self._stopping = threading.Event()
         self._connected = threading.Event()
         self._answered = threading.Event()  # CONNACK received, accepted or not
+        # SUBACK received: only then can nothing published from now on pass us by.
+        self._subscribed = threading.Event()
+        self._subscribe_mid: int | None = None
         self._refusal: str | None = None
         self._generation = 0
         self._client = self._make_client()
@@ -116,6 +119,7 @@ class Collector:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     def _topics(self) -> list[str]:
@@ -132,15 +136,35 @@ class Collector:
             return
         # Only paho's network thread writes this; the writer thread only reads it.
         self._generation += 1
-        client.subscribe([(topic, 1) for topic in self._topics()])
+        _result, self._subscribe_mid = client.subscribe([(topic, 1) for topic in self._topics()])
         logger.info(
-            "connected to %s (session present: %s), subscribed to %s",
+            "connected to %s (session present: %s), subscribing to %s",
             self.mqtt_url.redacted(),
             flags.session_present,
             ", ".join(self._topics()),
         )
         self._connected.set()
         self._answered.set()
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, mid: int, reasons: Any, _p: Any) -> None:
+        if mid != self._subscribe_mid:
+            return
+        refused = [
+            topic
+            for topic, reason in zip(self._topics(), reasons, strict=False)
+            if reason.is_failure
+        ]
+        if refused:
+            # The broker's ACL said no: readings would silently never arrive, so say it loudly.
+            logger.error(
+                "the broker refused the subscription to %s; check the collector's ACL "
+                "(it must be allowed to read coverwatch/v1/+/readings and coverwatch/v1/+/status)",
+                ", ".join(refused),
+            )
+            self._refusal = f"subscription refused for {', '.join(refused)}"
+        else:
+            logger.info("subscribed to %s", ", ".join(self._topics()))
+        self._subscribed.set()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         self._connected.clear()
@@ -172,6 +196,7 @@ class Collector:
                 "check the host and port, and that the broker is running",
             ) from None
         self._client.loop_start()
+        deadline = time.monotonic() + timeout_s
         if not self._answered.wait(timeout_s) or not self._connected.is_set():
             self._client.loop_stop()
             answer = f" ({self._refusal})" if self._refusal else ""
@@ -179,6 +204,18 @@ class Collector:
                 "COVERWATCH_MQTT_URL",
                 f"the broker at {self.mqtt_url.redacted()} did not accept the connection{answer}",
                 "check the username and password (or client certificate) and the broker's ACL",
+            )
+        # Return only once subscribed: a reading published after connect() returns must
+        # reach this collector (SUBSCRIBE is written by paho's thread after on_connect).
+        if not self._subscribed.wait(max(0.0, deadline - time.monotonic())) or self._refusal:
+            self._client.disconnect()
+            self._client.loop_stop()
+            answer = f" ({self._refusal})" if self._refusal else " (no SUBACK)"
+            raise ConfigError(
+                "COVERWATCH_MQTT_URL",
+                f"the broker at {self.mqtt_url.redacted()} did not accept the subscription{answer}",
+                "check the collector's ACL: it must be allowed to read coverwatch/v1/+/readings "
+                "and coverwatch/v1/+/status",
             )
 
     def stop(self) -> None:

@@ -30,14 +30,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 import pytest
 
+from collector.ingest import Collector as IngestCollector
+from collector.ingest import IngestOptions
+from collector.storage import Store
 from coverwatch import protocol
+from coverwatch.errors import ConfigError
 from coverwatch.localservices.broker import MAX_PACKET_BYTES, MAX_PROBE_ID_LENGTH
+from coverwatch.settings import MqttUrl
 from provisioning import deploy
 from tests.helpers import Collector, signal
 from tests.test_provisioning_broker import (
     DEPLOY,
+    HOST,
     Stack,
     close,
     connect,
@@ -381,3 +389,55 @@ def test_a_probe_publishes_its_readings_status_and_last_will_only(hardened: Depl
         ]
     with login(stack, "cb-001") as probe:  # clear the retained status for later tests
         probe.mqtt.publish(status, b"", qos=1, retain=True).wait_for_publish(5)
+
+
+# ------------------------------------------------------------ collector start-up
+
+
+def test_a_refused_subscription_is_an_error_not_silence(caplog: pytest.LogCaptureFixture) -> None:
+    """Mosquitto grants every subscription and filters on delivery (checked: 2.0.11 answers
+    granted QoS for a topic the ACL does not allow), but a broker may answer 0x80; then the
+    collector must say so rather than run without ever receiving a reading."""
+    url = MqttUrl(host=HOST, port=1, tls=False)
+    ingest = IngestCollector(url, Store("postgresql://unused.invalid/none"), IngestOptions())
+    ingest._subscribe_mid = 7
+    failure = ReasonCode(PacketTypes.SUBACK, identifier=0x80)
+    granted = ReasonCode(PacketTypes.SUBACK, identifier=1)
+    ingest._on_subscribe(ingest._client, None, 7, [failure, granted], None)
+    assert ingest._subscribed.is_set()
+    assert ingest._refusal is not None and "coverwatch/v1/+/readings" in ingest._refusal
+    assert "refused the subscription to coverwatch/v1/+/readings;" in caplog.text
+
+
+def test_a_collector_with_its_own_credentials_is_subscribed_when_connect_returns(
+    hardened: Deployment,
+) -> None:
+    """connect() returns only after the SUBACK: a batch published right after it arrives."""
+    stack = hardened.stack
+    url = MqttUrl(
+        host=HOST,
+        port=stack.port,
+        tls=True,
+        username=deploy.COLLECTOR_USER,
+        password=stack.collector_password,
+    )
+    options = IngestOptions(
+        client_id=deploy.COLLECTOR_USER, ca_file=str(stack.layout.ca_certificate)
+    )
+    received: list[str] = []
+    ingest = IngestCollector(url, Store("postgresql://unused.invalid/none"), options)
+    ingest._client.on_message = lambda _c, _u, message: received.append(message.topic)
+    ingest.connect(timeout_s=10)
+    try:
+        with login(stack, "cb-002") as probe:
+            assert probe.publish(protocol.readings_topic("cb-002"), batch("cb-002", 1))
+        deadline = time.monotonic() + 10
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert received == [protocol.readings_topic("cb-002")]
+    finally:
+        ingest._client.disconnect()
+        ingest._client.loop_stop()
+    # Leave no persistent session queueing for later tests.
+    with collector_login(stack):
+        pass
