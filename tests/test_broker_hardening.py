@@ -30,15 +30,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
-import pytest
 
 from collector.ingest import Collector as IngestCollector
 from collector.ingest import IngestOptions
 from collector.storage import Store
 from coverwatch import protocol
-from coverwatch.errors import ConfigError
 from coverwatch.localservices.broker import MAX_PACKET_BYTES, MAX_PROBE_ID_LENGTH
 from coverwatch.settings import MqttUrl
 from provisioning import deploy
@@ -405,7 +404,8 @@ def test_a_refused_subscription_is_an_error_not_silence(caplog: pytest.LogCaptur
     granted = ReasonCode(PacketTypes.SUBACK, identifier=1)
     ingest._on_subscribe(ingest._client, None, 7, [failure, granted], None)
     assert ingest._subscribed.is_set()
-    assert ingest._refusal is not None and "coverwatch/v1/+/readings" in ingest._refusal
+    assert ingest._refusal is not None
+    assert "coverwatch/v1/+/readings" in ingest._refusal
     assert "refused the subscription to coverwatch/v1/+/readings;" in caplog.text
 
 
