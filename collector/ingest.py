@@ -23,6 +23,7 @@ error and acknowledged, so it never blocks the messages behind it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import ssl
@@ -37,7 +38,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from collector.config import DEFAULTS
 from collector.metrics import IngestMetrics
-from collector.storage import DeadLetter, InboundMessage, Store, TemporaryStoreError, WriteResult
+from collector.storage import (
+    DeadLetter,
+    DecodedBatch,
+    InboundMessage,
+    Store,
+    TemporaryStoreError,
+    WriteResult,
+    decode_messages,
+)
 from coverwatch import protocol
 from coverwatch.backoff import Backoff
 from coverwatch.errors import ConfigError
@@ -90,6 +99,10 @@ class Collector:
         self.options = options or IngestOptions()
         self.metrics = metrics or IngestMetrics()
         self._inbox: queue.Queue[_Pending] = queue.Queue()
+        # Decoded batches on their way from the decoder thread to the writer (run()).
+        self._decoded: queue.Queue[tuple[list[_Pending], DecodedBatch | None] | None] = queue.Queue(
+            maxsize=1
+        )
         self._stopping = threading.Event()
         self._connected = threading.Event()
         self._answered = threading.Event()  # CONNACK received, accepted or not
@@ -222,20 +235,58 @@ class Collector:
         self._stopping.set()
 
     def run(self) -> None:
-        """Batch and store until stopped; then flush what is pending and disconnect."""
+        """Batch and store until stopped; then flush what is pending and disconnect.
+
+        Two stages overlap: a decoder thread batches the inbox and decodes each batch
+        while this thread writes the one before (psycopg lets go of the GIL while it
+        waits on PostgreSQL). One decoded batch waits between them, so at most three
+        batches are unacknowledged at once.
+        """
+        decoder = threading.Thread(target=self._decode_batches, name="collector-decoder")
+        decoder.start()
+        try:
+            while True:
+                staged = self._decoded.get()
+                if staged is None:  # the decoder stopped, after handing over the last batch
+                    break
+                batch, decoded = staged
+                self._store_with_retry(
+                    batch, decoded=decoded, give_up_when_stopping=self._stopping.is_set()
+                )
+        finally:
+            self._stopping.set()
+            # The decoder may be waiting to hand over a batch: take it (unacknowledged,
+            # the broker delivers it again) so the thread can end.
+            while decoder.is_alive():
+                with contextlib.suppress(queue.Empty):
+                    self._decoded.get(timeout=0.1)
+            self._client.disconnect()
+            self._client.loop_stop()
+            self.store.close()
+
+    def _decode_batches(self) -> None:
+        """The decoder stage: batch the inbox, decode, hand over; ``None`` at the end."""
         try:
             while not self._stopping.is_set():
                 batch = self._collect_batch()
                 if batch:
-                    self._store_with_retry(batch)
+                    self._decoded.put((batch, self._decode(batch)))
             # Drain what already arrived so a clean stop commits (and acks) it.
             leftover = self._drain()
             if leftover:
-                self._store_with_retry(leftover, give_up_when_stopping=True)
+                self._decoded.put((leftover, self._decode(leftover)))
         finally:
-            self._client.disconnect()
-            self._client.loop_stop()
-            self.store.close()
+            self._decoded.put(None)
+
+    @staticmethod
+    def _decode(batch: list[_Pending]) -> DecodedBatch | None:
+        try:
+            return decode_messages([item.message for item in batch])
+        except Exception:
+            # The decoder turns any bytes into readings or dead letters; should it fail
+            # anyway, the writer decodes again, where a failing message is isolated.
+            logger.exception("unexpected error decoding a batch; the writer decodes it again")
+            return None
 
     def _drain(self) -> list[_Pending]:
         items: list[_Pending] = []
@@ -269,14 +320,18 @@ class Collector:
         return batch
 
     def _store_with_retry(
-        self, batch: list[_Pending], *, give_up_when_stopping: bool = False
+        self,
+        batch: list[_Pending],
+        *,
+        decoded: DecodedBatch | None = None,
+        give_up_when_stopping: bool = False,
     ) -> None:
         backoff = Backoff(self.options.retry_initial_s, self.options.retry_max_s)
         failures = 0
         while True:
             started = time.perf_counter()
             try:
-                result = self.store.write([item.message for item in batch])
+                result = self.store.write([item.message for item in batch], decoded)
             except TemporaryStoreError as error:
                 self.metrics.database_retries.inc()
                 if give_up_when_stopping:

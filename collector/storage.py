@@ -147,7 +147,7 @@ class DeadLetter:
 
 
 @dataclass
-class _Decoded:
+class DecodedBatch:
     """A batch of messages after decoding, grouped for writing.
 
     ``outboxes`` runs parallel to ``readings``: a row's identity is (row[0],
@@ -189,8 +189,8 @@ def is_temporary(error: BaseException) -> bool:
 
 def decode_messages(
     messages: Iterable[InboundMessage], *, track_positions: bool = False
-) -> _Decoded:
-    decoded = _Decoded(track_positions=track_positions)
+) -> DecodedBatch:
+    decoded = DecodedBatch(track_positions=track_positions)
     for message in messages:
         _decode_one(message, decoded)
     return decoded
@@ -203,7 +203,7 @@ def _probe_from_topic(topic: str) -> str | None:
         return None
 
 
-def _decode_one(message: InboundMessage, into: _Decoded) -> None:
+def _decode_one(message: InboundMessage, into: DecodedBatch) -> None:
     try:
         address = protocol.parse_topic(message.topic)
         if address.channel == "status":
@@ -294,7 +294,7 @@ def _decode_one(message: InboundMessage, into: _Decoded) -> None:
 
 
 def _status_within_clock_bounds(
-    status: protocol.ProbeStatus, message: InboundMessage, into: _Decoded
+    status: protocol.ProbeStatus, message: InboundMessage, into: DecodedBatch
 ) -> protocol.ProbeStatus:
     """A status dated far in the future is recorded at its arrival, with a dead letter."""
     limit = message.received_at + MAX_CLOCK_AHEAD
@@ -358,9 +358,16 @@ class Store:
             self._copy_types = {}
         return self._connection
 
-    def write(self, messages: Sequence[InboundMessage]) -> WriteResult:
-        """Store a batch; raise TemporaryStoreError if it must be retried whole."""
-        outcome = self._try_write(decode_messages(messages))
+    def write(
+        self, messages: Sequence[InboundMessage], decoded: DecodedBatch | None = None
+    ) -> WriteResult:
+        """Store a batch; raise TemporaryStoreError if it must be retried whole.
+
+        ``decoded`` is ``decode_messages(messages)`` when the caller decoded the batch
+        already (the collector does, in a thread of its own, while this writes the one
+        before); writing never changes it, so a retry may pass it again.
+        """
+        outcome = self._try_write(decode_messages(messages) if decoded is None else decoded)
         if isinstance(outcome, WriteResult):
             return outcome
         logger.warning(
@@ -376,7 +383,7 @@ class Store:
                 total.add(self._write_reading_by_reading(message, decoded))
         return total
 
-    def _try_write(self, decoded: _Decoded) -> WriteResult | psycopg.Error:
+    def _try_write(self, decoded: DecodedBatch) -> WriteResult | psycopg.Error:
         """Write in one transaction; a permanent error is returned, a temporary one raised."""
         try:
             return self._write_decoded(decoded)
@@ -395,7 +402,7 @@ class Store:
         except psycopg.Error:
             self.close()
 
-    def _write_decoded(self, decoded: _Decoded) -> WriteResult:
+    def _write_decoded(self, decoded: DecodedBatch) -> WriteResult:
         connection = self.connection()
         result = WriteResult(duplicates=decoded.repeats)
         letters = decoded.dead_letters
@@ -450,26 +457,28 @@ class Store:
             if kind not in self._copy_types:
                 self._copy_types[kind] = _CopyTypes.look_up(connection, kind)
 
-    def _write_reading_by_reading(self, message: InboundMessage, decoded: _Decoded) -> WriteResult:
+    def _write_reading_by_reading(
+        self, message: InboundMessage, decoded: DecodedBatch
+    ) -> WriteResult:
         """Quarantine exactly the readings the database refuses.
 
         Each reading is tried in a transaction of its own; a refused one goes to the
         dead letters as its row in JSON. The message's status and dead letters follow
         in a last part, quarantined with the raw message should they fail too.
         """
-        parts: list[tuple[_Decoded, bytes, int | None, ReadingKey | None]] = []
+        parts: list[tuple[DecodedBatch, bytes, int | None, ReadingKey | None]] = []
         for kind, rows in decoded.readings.items():
             for row, outbox_id, position in zip(
                 rows, decoded.outboxes[kind], decoded.positions[kind], strict=True
             ):
-                single = _Decoded()
+                single = DecodedBatch()
                 single.readings[kind].append(row)
                 single.outboxes[kind].append(outbox_id)
                 key = (row[0], outbox_id, row[_SEQ_AT[kind]])
                 single.handled[(key[0], key[1])].append(key[2])
                 named_row = dict(zip(("probe_id", *COLUMNS[kind]), row, strict=True))
                 parts.append((single, msgspec.json.encode(named_row), position, key))
-        rest = _Decoded(
+        rest = DecodedBatch(
             arrivals=decoded.arrivals, statuses=decoded.statuses, dead_letters=decoded.dead_letters
         )
         for letter in decoded.dead_letters:
@@ -492,7 +501,7 @@ class Store:
                 part_index,
                 part_key,
             )
-            refused = _Decoded(dead_letters=[letter])
+            refused = DecodedBatch(dead_letters=[letter])
             if part_key is not None:
                 refused.handled[(part_key[0], part_key[1])].append(part_key[2])
             total.add(self._write_decoded(refused))
@@ -500,7 +509,7 @@ class Store:
 
     def quarantine(self, letters: Sequence[DeadLetter]) -> WriteResult:
         """Store dead letters for input that never became a message (an unreadable line)."""
-        outcome = self._try_write(_Decoded(dead_letters=list(letters)))
+        outcome = self._try_write(DecodedBatch(dead_letters=list(letters)))
         if isinstance(outcome, WriteResult):
             return outcome
         raise outcome
@@ -645,7 +654,7 @@ def _copy_via_staging(
     return inserted
 
 
-def _lock_probe_status(connection: psycopg.Connection[Any], decoded: _Decoded) -> None:
+def _lock_probe_status(connection: psycopg.Connection[Any], decoded: DecodedBatch) -> None:
     """Lock the probe_status row of every probe the batch touches, in probe order.
 
     Arrivals and status messages update these rows in message order; two collectors of a
@@ -716,7 +725,9 @@ def _range_columns(ranges: _Ranges) -> tuple[list[str], list[str], list[int], li
     return probes, outboxes, firsts, lasts
 
 
-def _without_committed(decoded: _Decoded, committed: _Ranges) -> dict[str, list[tuple[Any, ...]]]:
+def _without_committed(
+    decoded: DecodedBatch, committed: _Ranges
+) -> dict[str, list[tuple[Any, ...]]]:
     """The rows whose reading is not committed yet."""
     readings: dict[str, list[tuple[Any, ...]]] = {}
     for kind, rows in decoded.readings.items():

@@ -15,7 +15,7 @@ import pytest
 
 from collector import schema
 from collector.ingest import Collector, IngestOptions
-from collector.storage import InboundMessage, Store, WriteResult
+from collector.storage import DecodedBatch, InboundMessage, Store, WriteResult
 from coverwatch import protocol
 from coverwatch.settings import MqttUrl
 from tests.collector_harness import batch_payload, running_collector, wait_for_rows
@@ -87,11 +87,13 @@ class _StoreFailingOn(Store):
         self.marker = marker
         self.failures = 0
 
-    def write(self, messages: Sequence[InboundMessage]) -> WriteResult:
+    def write(
+        self, messages: Sequence[InboundMessage], decoded: DecodedBatch | None = None
+    ) -> WriteResult:
         if any(self.marker in message.payload for message in messages):
             self.failures += 1
             raise RuntimeError("an unexpected bug")
-        return super().write(messages)
+        return super().write(messages, decoded)
 
 
 def test_an_unexpected_error_on_one_message_is_retried_then_quarantined(
@@ -124,3 +126,31 @@ def test_an_unexpected_error_on_one_message_is_retried_then_quarantined(
     assert "RuntimeError: an unexpected bug" in letters[0][1]
     # Tried as part of a batch (maybe), then alone: a bounded number of times.
     assert 3 <= store.failures <= 4
+
+
+def test_a_decoder_that_fails_costs_only_a_second_decode(
+    schema_url: str, broker_url: MqttUrl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decoder thread should never fail (any bytes decode to readings or dead letters),
+    but if it did, the writer decodes the batch again itself: nothing is lost, nothing
+    stops, and the decoder thread keeps serving the batches behind it."""
+    from collector import ingest, storage
+
+    probe_id = f"t-{uuid.uuid4().hex[:8]}"
+    calls = {"decoder": 0}
+
+    def fails_in_the_decoder_thread(messages: Sequence[InboundMessage]) -> DecodedBatch:
+        if threading.current_thread().name == "collector-decoder":
+            calls["decoder"] += 1
+            if calls["decoder"] == 1:
+                raise RuntimeError("a decoder bug")
+        return storage.decode_messages(messages)
+
+    monkeypatch.setattr(ingest, "decode_messages", fails_in_the_decoder_thread)
+    with running_collector(schema_url, broker_url) as collector:
+        publish(broker_url, protocol.readings_topic(probe_id), batch_payload(probe_id, range(3)))
+        assert wait_for_rows(schema_url, probe_id, 3) == (3, 3)
+        publish(broker_url, protocol.readings_topic(probe_id), batch_payload(probe_id, [5, 6]))
+        assert wait_for_rows(schema_url, probe_id, 5) == (5, 5)
+    assert calls["decoder"] >= 2, "the decoder thread went on after its failure"
+    assert collector.metrics.messages.labels("stored")._value.get() == 2
