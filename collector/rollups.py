@@ -7,7 +7,9 @@ and readers aggregate marked hours from the raw readings. What this module does 
 that live part small: a :class:`RollupRefresher` thread of ``coverwatch collector run``
 calls the database's ``coverage_refresh()`` every ``rollup_refresh_s`` seconds until no
 marked hour is left, each call re-materializing up to ``BATCH_HOURS`` of them in one
-transaction. So a backlog that arrives a month late, or readings of the current hour,
+transaction, then ``coverage_refresh_days()`` for the daily rollups under them
+(migration ``010_coverage_daily.sql``: whole days of a window are read from those).
+So a backlog that arrives a month late, or readings of the current hour,
 are refreshed exactly where they fell, on plain PostgreSQL and on TimescaleDB alike,
 and no result ever depends on when a background job runs.
 
@@ -46,13 +48,20 @@ def refresh_all(
     batch_hours: int = BATCH_HOURS,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> int:
-    """Re-materialize every marked hour (autocommit connection); the number done."""
+    """Re-materialize every marked hour, then the days they fall in (autocommit
+    connection); the number of hours done."""
     done = 0
     while not should_stop():
         row = connection.execute("SELECT coverage_refresh(%s)", (batch_hours,)).fetchone()
         count = int(row[0]) if row else 0
         done += count
         if count < batch_hours:
+            break
+    # A day's rollup (migration 010) is rebuilt from its hours once they are refreshed;
+    # days are 24 times fewer than hours, so the same batch size serves.
+    while not should_stop():
+        row = connection.execute("SELECT coverage_refresh_days(%s)", (batch_hours,)).fetchone()
+        if not row or int(row[0]) < batch_hours:
             break
     return done
 

@@ -11,6 +11,7 @@ from typing import Any
 from coverwatch.errors import ConfigError
 from coverwatch.settings import DATABASE_URL_ENV, database_url
 from geo import database, registry, report, thresholds
+from geo.cache import DEFAULT_CACHE_S
 from geo.coverage import TimeWindow
 from geo.params import parse_window
 from geo.status import DEFAULT_RADIUS_M
@@ -111,9 +112,31 @@ def register(commands: Any) -> None:
     srv.add_argument(
         "--write-token-file", type=Path, help="file holding the bearer token for writes"
     )
+    srv.add_argument(
+        "--cache-s",
+        type=_cache_seconds,
+        default=DEFAULT_CACHE_S,
+        help="serve a computed map or village list for this many seconds before computing "
+        f"it again (0: always compute; default {DEFAULT_CACHE_S:g}, the rollups' refresh "
+        "period); concurrent requests share one computation",
+    )
     _tile_options(srv)
     srv.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
     srv.set_defaults(handler=_serve)
+
+
+def _cache_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds; e.g. --cache-s 60, or 0 to always compute"
+        ) from None
+    if not 0 <= value <= 3600:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(
+            f"{text} is out of range: give 0 to 3600 seconds (0 always computes)"
+        )
+    return value
 
 
 def _analysis_options(parser: argparse.ArgumentParser, *, province_help: str) -> None:
@@ -276,7 +299,11 @@ def _serve(args: argparse.Namespace) -> int:
     url = database_url(args.database_url)
     token = read_token_file(args.write_token_file) if args.write_token_file else None
     app = web.create_app(
-        url, write_token=token, tiles=args.tiles, tiles_attribution=args.tiles_attribution
+        url,
+        write_token=token,
+        tiles=args.tiles,
+        tiles_attribution=args.tiles_attribution,
+        cache_s=args.cache_s,
     )
     print(
         f"serving http://{args.host}:{args.port}/map (API /api, OpenAPI /schema); "

@@ -155,31 +155,18 @@ ORDER BY probe_id, operator, technology = 'all' DESC, technology
 """
 
 _PROBES_SQL = """
-WITH seen AS (
-    SELECT DISTINCT probe_id FROM probe_hourly
-    WHERE hour >= date_trunc('hour', %(start)s::timestamptz, 'UTC') AND hour < %(end)s
-)
 SELECT probe_id, p.village, p.lon, p.lat, coalesce(p.report_interval_s, 300)
-FROM probes p FULL JOIN seen USING (probe_id)
+FROM probes p
+FULL JOIN (SELECT probe_id FROM coverage_probe_activity(%(start)s, %(end)s)
+           WHERE signal_slots > 0) seen USING (probe_id)
 ORDER BY probe_id
 """
 
-# Share of the window's report slots (one per report_interval_s) with a signal reading.
-_MEASURED_SQL = """
-SELECT probe_id, sum(signal_slots)
-FROM probe_hourly
-WHERE hour >= date_trunc('hour', %(start)s::timestamptz, 'UTC') AND hour < %(end)s
-GROUP BY probe_id
-"""
-
-_LATENCY_SQL = """
-SELECT probe_id,
-       sum(rounds) AS rounds,
-       sum(rtt_median_sum) / nullif(sum(rtt_median_count), 0) AS rtt_ms,
-       100.0 * sum(packets_sent - packets_received) / nullif(sum(packets_sent), 0) AS loss_pct
-FROM latency_hourly
-WHERE hour >= date_trunc('hour', %(start)s::timestamptz, 'UTC') AND hour < %(end)s
-GROUP BY probe_id
+# Share of the window's report slots (one per report_interval_s) with a signal reading,
+# and latency over every target (rtt: mean of the rounds' medians).
+_ACTIVITY_SQL = """
+SELECT probe_id, signal_slots, latency_rounds, rtt_ms, loss_pct
+FROM coverage_probe_activity(%(start)s, %(end)s)
 """
 
 # Outages (from the power_outages view) overlapping the window, clipped to it.
@@ -218,12 +205,11 @@ def probe_coverage(connection: psycopg.Connection[Any], window: TimeWindow) -> l
                 tuple(technologies[(probe_id, operator)]),
             )
         )
-    slots = dict(connection.execute(_MEASURED_SQL, params).fetchall())
-    latency = {row[0]: row[1:] for row in connection.execute(_LATENCY_SQL, params)}
+    activity = {row[0]: row[1:] for row in connection.execute(_ACTIVITY_SQL, params)}
     outages = {row[0]: row[1:] for row in connection.execute(_OUTAGES_SQL, params)}
     result = []
     for probe_id, village, lon, lat, interval_s in connection.execute(_PROBES_SQL, params):
-        rounds, rtt, loss = latency.get(probe_id, (0, None, None))
+        slots, rounds, rtt, loss = activity.get(probe_id, (0, 0, None, None))
         outage_count, outage_s = outages.get(probe_id, (0, 0.0))
         expected_slots = max(window.seconds / interval_s, 1.0)
         result.append(
@@ -234,7 +220,7 @@ def probe_coverage(connection: psycopg.Connection[Any], window: TimeWindow) -> l
                 lat=lat,
                 report_interval_s=interval_s,
                 operators=tuple(operators.get(probe_id, ())),
-                measured_pct=min(100.0, 100.0 * float(slots.get(probe_id, 0)) / expected_slots),
+                measured_pct=min(100.0, 100.0 * float(slots) / expected_slots),
                 latency_rounds=int(rounds),
                 rtt_ms=_float(rtt),
                 loss_pct=_float(loss),

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final
 
 import anyio
+import msgspec
 import psycopg
 import uvicorn
 from litestar import HttpMethod, Litestar, MediaType, Request, Response, get, post, route
@@ -59,6 +60,7 @@ from coverwatch.settings import redact_url
 from geo import maps, params, registry, report
 from geo.analysis import analyse
 from geo.assets import STATIC_DIR
+from geo.cache import DEFAULT_CACHE_S, AnswerCache
 from geo.coverage import TimeWindow, by_probe, probe_coverage
 from geo.deadzones import probe_dead_zones
 from geo.operators import CODE_OF_NAME, OPERATOR_NAMES
@@ -535,6 +537,17 @@ def _pool(state: State) -> ConnectionPool[Any]:
     return pool
 
 
+def _cache(state: State) -> AnswerCache:
+    cache: AnswerCache = state.cache
+    return cache
+
+
+def _cache_headers(state: State, age_s: float) -> dict[str, str]:
+    """How long the answer may still be used: what is left of the cache's max age."""
+    remaining = max(0, int(_cache(state).max_age_s - age_s))
+    return {"Cache-Control": f"public, max-age={remaining}", "Age": str(int(age_s))}
+
+
 @contextmanager
 def _connection(state: State) -> Iterator[psycopg.Connection[Any]]:
     try:
@@ -698,7 +711,7 @@ async def list_villages(
     window: Window = "30d",
     since: Since = None,
     radius_km: RadiusKm = DEFAULT_RADIUS_M / 1000,
-) -> Response[dict[str, Any]]:
+) -> Response[bytes]:
     """Villages as a GeoJSON FeatureCollection with their coverage status."""
     # async, with the work in a thread: litestar 2.25 wraps a sync handler twice when a
     # GET and a POST handler share a path, and the GET then returns a coroutine.
@@ -715,25 +728,31 @@ def _villages(
     window: str,
     since: str | None,
     radius_km: float,
-) -> Response[dict[str, Any]]:
+) -> Response[bytes]:
     code = _operator(operator)
     _text("province", province)
     wanted = _choice("status", status, COVERAGE_CLASSES)
     span = _window(window, since)
     radius_m = _radius_m(radius_km)
-    with _connection(state) as connection:
-        _check_province(connection, province)
-        statuses, _ = _statuses(connection, span, radius_m, province)
-    features = [_village_feature(s, code) for s in statuses]
-    if wanted is not None:
-        features = [f for f in features if f["properties"]["status"] == wanted]
-    body = {
-        "type": "FeatureCollection",
-        "since": span.start.isoformat(),
-        "until": span.end.isoformat(),
-        "features": features,
-    }
-    return Response(body, media_type=GEOJSON)
+
+    def compute() -> bytes:
+        with _connection(state) as connection:
+            _check_province(connection, province)
+            statuses, _ = _statuses(connection, span, radius_m, province)
+        features = [_village_feature(s, code) for s in statuses]
+        if wanted is not None:
+            features = [f for f in features if f["properties"]["status"] == wanted]
+        body = {
+            "type": "FeatureCollection",
+            "since": span.start.isoformat(),
+            "until": span.end.isoformat(),
+            "features": features,
+        }
+        return msgspec.json.encode(body)
+
+    key = ("villages", code, province, wanted, window, since, radius_m)
+    content, age = _cache(state).get(key, compute)
+    return Response(content, media_type=GEOJSON, headers=_cache_headers(state, age))
 
 
 @get(
@@ -869,17 +888,25 @@ def coverage_map(
     window: Window = "30d",
     since: Since = None,
     radius_km: RadiusKm = DEFAULT_RADIUS_M / 1000,
-) -> str:
+) -> Response[str]:
     """The coverage map (HTML; its scripts and styles are served under /static)."""
     _text("province", province)
     span = _window(window, since)
     radius_m = _radius_m(radius_km)
-    with _connection(state) as connection:
-        _check_province(connection, province)
-        data = maps.collect(connection, span, radius_m=radius_m, province=province)
-    return maps.render(
-        data, static_url=STATIC_URL, tiles=state.tiles, tiles_attribution=state.tiles_attribution
-    )
+
+    def compute() -> str:
+        with _connection(state) as connection:
+            _check_province(connection, province)
+            data = maps.collect(connection, span, radius_m=radius_m, province=province)
+        return maps.render(
+            data,
+            static_url=STATIC_URL,
+            tiles=state.tiles,
+            tiles_attribution=state.tiles_attribution,
+        )
+
+    page, age = _cache(state).get(("map", province, window, since, radius_m), compute)
+    return Response(page, media_type=MediaType.HTML, headers=_cache_headers(state, age))
 
 
 _STATIC_ROOT: Final = Path(STATIC_DIR).resolve()
@@ -1011,6 +1038,7 @@ def _import(
         raise bad_parameter("body", str(error), "CSV with a header line, or GeoJSON") from None
     with _connection(state) as connection:
         stored = registry.store_villages(connection, parsed.villages, source=source)
+    _cache(state).clear()  # the villages changed: no answer computed before stays valid
     return {
         "inserted": stored.inserted,
         "updated": stored.updated,
@@ -1113,6 +1141,7 @@ def create_app(
     tiles_attribution: str | None = None,
     pool_size: int = 4,
     connect_timeout_s: float = 10.0,
+    cache_s: float = DEFAULT_CACHE_S,
 ) -> Litestar:
     """The API and map app; the connection pool opens at start-up and closes at shutdown."""
     if write_token is not None and not write_token.strip():
@@ -1152,6 +1181,7 @@ def create_app(
                 "tiles": tiles,
                 "tiles_attribution": tiles_attribution,
                 "connect_timeout_s": connect_timeout_s,
+                "cache": AnswerCache(cache_s),
             }
         ),
         on_startup=[open_pool],

@@ -5,7 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -373,3 +377,56 @@ def test_serve_in_thread_starts_and_stops(seeded_url: str) -> None:
     assert not handle.thread.is_alive()
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{handle.port}/api/health", timeout=2)
+
+
+def test_answers_are_cached_for_a_while_and_an_import_clears_them(
+    client: TestClient[Litestar], seeded_url: str
+) -> None:
+    first = client.get("/api/villages")
+    assert first.status_code == 200
+    assert first.headers["cache-control"] == "public, max-age=60"
+    assert "Bản Mới" not in names(first.json())
+    # A change behind the app's back is seen once the answer is older than --cache-s...
+    with psycopg.connect(seeded_url) as connection:
+        connection.execute("UPDATE villages SET population = population + 1")
+    again = client.get("/api/villages")
+    assert again.content == first.content
+    assert int(again.headers["age"]) <= 60
+    page = client.get("/map")
+    assert page.status_code == 200
+    assert page.headers["cache-control"].startswith("public, max-age=")
+    assert client.get("/map").text == page.text
+    # ...and an import through the API is seen at once.
+    imported = client.post(
+        "/api/villages",
+        content=VILLAGES_CSV,
+        headers={"content-type": "text/csv", "authorization": f"Bearer {TOKEN}"},
+    )
+    assert imported.status_code == 200, imported.text
+    assert "Bản Mới" in names(client.get("/api/villages").json())
+
+
+def test_without_a_cache_every_request_computes(seeded_url: str) -> None:
+    with TestClient(app=web.create_app(seeded_url, cache_s=0)) as client:
+        before = client.get("/api/villages").json()
+        assert client.get("/api/villages").headers["cache-control"] == "public, max-age=0"
+        with psycopg.connect(seeded_url) as connection:
+            connection.execute("DELETE FROM villages WHERE name = %s", (names(before)[0],))
+        assert names(client.get("/api/villages").json()) == names(before)[1:]
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [("-1", "-1 is out of range"), ("soon", "'soon' is not a number"), ("nan", "out of range")],
+)
+def test_serve_refuses_a_bad_cache_age_before_starting(value: str, problem: str) -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "coverwatch"), "serve", "--cache-s", value],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COVERWATCH_DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none"},
+    )
+    assert result.returncode == 2
+    assert "--cache-s" in result.stderr
+    assert problem in result.stderr
