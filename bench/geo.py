@@ -55,7 +55,7 @@ than clients got a 200 within the run, some of the first requests had none, and 
 given as a lower bound, the run's length (``>20000`` in the RESULT line).
 
 ``--profile`` adds, per layout, EXPLAIN (ANALYZE, BUFFERS) of ``coverage_by_probe``,
-``coverage_by_village`` and the measured-slots query, cProfile of ``maps.render`` and of
+``coverage_by_village`` and ``coverage_probe_activity``, cProfile of ``maps.render`` and of
 ``analyse``, and ``analyse`` once with the session settings ``jit = off`` and
 ``work_mem = 256MB``.
 
@@ -861,8 +861,8 @@ def build_rollups(
             # What autovacuum does meanwhile (off on some servers, e.g. for tests): the
             # marks refresh_all deleted are dead rows every later call would walk over.
             c.execute(
-                "VACUUM (ANALYZE) rollup_dirty, signal_hourly_store, latency_hourly_store, "
-                "probe_hourly_store"
+                "VACUUM (ANALYZE) rollup_dirty, rollup_dirty_day, signal_hourly_store, "
+                "latency_hourly_store, probe_hourly_store, signal_daily_store, probe_daily_store"
             )
         figures.store_vacuum_s += time.perf_counter() - began
         if n % 10 == 0 and n < len(slices):
@@ -883,8 +883,9 @@ def build_rollups(
     )
     with psycopg.connect(url) as c:
         left = rollups.pending_hours(c)
-    if left:
-        raise SystemExit(f"{left} probe-hours still marked after refresh_all")
+        days = c.execute("SELECT count(*) FROM rollup_dirty_day").fetchone()
+    if left or (days and days[0]):
+        raise SystemExit(f"{left} probe-hours ({days}) still marked after refresh_all")
 
 
 def table_sizes(url: str, layout: str) -> dict[str, tuple[int, int]]:
@@ -896,6 +897,8 @@ def table_sizes(url: str, layout: str) -> dict[str, tuple[int, int]]:
             "signal_hourly_store",
             "latency_hourly_store",
             "probe_hourly_store",
+            "signal_daily_store",
+            "probe_daily_store",
         ):
             rows = c.execute(
                 sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
@@ -1349,9 +1352,7 @@ def profile(url: str, workdir: Path) -> None:
         for statement in (
             "SELECT * FROM coverage_by_probe(%(start)s, %(end)s)",
             "SELECT * FROM coverage_by_village(%(start)s, %(end)s, 3000, 100)",
-            "SELECT probe_id, sum(signal_slots) FROM probe_hourly "
-            "WHERE hour >= date_trunc('hour', %(start)s::timestamptz, 'UTC') AND hour < %(end)s "
-            "GROUP BY probe_id",
+            "SELECT * FROM coverage_probe_activity(%(start)s, %(end)s)",
         ):
             plan = c.execute(
                 "EXPLAIN (ANALYZE, BUFFERS) " + statement,
