@@ -11,6 +11,8 @@ reading into the middle of a refreshed day.
 from __future__ import annotations
 
 import random
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -186,4 +188,40 @@ def test_a_day_rebuilt_while_a_refresher_holds_its_hours_stays_marked(readings_u
     assert_windows_agree(url)
     with psycopg.connect(url, autocommit=True) as connection:
         connection.execute("SELECT coverage_refresh_days(2000)")
+    assert_windows_agree(url)
+
+
+def test_two_rebuilders_of_one_day_take_turns(readings_url: str) -> None:
+    """Marks of one day held by two sessions: the second rebuilds after the first commits
+    (without the lock its INSERT met the first's rows: a unique violation in bench/geo.py
+    with two refreshers)."""
+    url = readings_url
+    with psycopg.connect(url, autocommit=True) as connection:
+        while connection.execute("SELECT coverage_refresh(2000)").fetchone() != (0,):
+            pass
+        connection.execute("SELECT coverage_refresh_days(2000)")
+        for hour in ("01", "02"):  # two marks of one day, each committed on its own
+            store(url, "cb-001", [signal(77_700 + int(hour), rsrp_dbm=-75,
+                                         taken_at=f"2026-11-22T{hour}:30:00Z")])  # fmt: skip
+            connection.execute("SELECT coverage_refresh(2000)")
+    assert query(url, "SELECT count(*) FROM rollup_dirty_day") == [(2,)]
+    errors: list[BaseException] = []
+    with psycopg.connect(url) as first:
+        assert first.execute("SELECT coverage_refresh_days(1)").fetchone() == (1,)
+
+        def second() -> None:
+            try:
+                with psycopg.connect(url, autocommit=True) as other:
+                    assert other.execute("SELECT coverage_refresh_days(1)").fetchone() == (1,)
+            except BaseException as error:  # reported below, in the test's thread
+                errors.append(error)
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.5)  # the second waits for the first's day
+        assert thread.is_alive()
+        first.commit()
+        thread.join(30)
+    assert errors == []
+    assert query(url, "SELECT count(*) FROM rollup_dirty_day") == [(0,)]
     assert_windows_agree(url)

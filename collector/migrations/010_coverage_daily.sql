@@ -371,6 +371,8 @@ DECLARE
     v_marks tid[];
     v_probes text[];
     v_days timestamptz[];
+    v_key1 integer;
+    v_key2 integer;
 BEGIN
     SELECT coalesce(array_agg(ctid), '{}') INTO v_marks
       FROM (SELECT ctid FROM rollup_dirty_day ORDER BY day, probe_id
@@ -383,6 +385,16 @@ BEGIN
       INTO v_probes, v_days
       FROM (SELECT DISTINCT probe_id, day FROM rollup_dirty_day
             WHERE ctid = ANY (v_marks)) days;
+    -- Two sessions may hold marks of the same day: the second rebuilds it after the
+    -- first committed (its statements then see the first's rows), never beside it. The
+    -- locks are taken in one order, so rebuilders cannot deadlock.
+    FOR v_key1, v_key2 IN
+        SELECT DISTINCT hashtext(m.probe_id), (extract(epoch FROM m.day) / 86400)::integer
+        FROM unnest(v_probes, v_days) m(probe_id, day)
+        ORDER BY 1, 2
+    LOOP
+        PERFORM pg_advisory_xact_lock(v_key1, v_key2);
+    END LOOP;
     PERFORM coverage_rebuild_days(v_probes, v_days);
     DELETE FROM rollup_dirty_day WHERE ctid = ANY (v_marks);
     RETURN cardinality(v_probes);
