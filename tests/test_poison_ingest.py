@@ -147,10 +147,11 @@ def test_a_decoder_that_fails_costs_only_a_second_decode(
         return storage.decode_messages(messages)
 
     monkeypatch.setattr(ingest, "decode_messages", fails_in_the_decoder_thread)
-    with running_collector(schema_url, broker_url) as collector:
+    with running_collector(schema_url, broker_url):
         publish(broker_url, protocol.readings_topic(probe_id), batch_payload(probe_id, range(3)))
         assert wait_for_rows(schema_url, probe_id, 3) == (3, 3)
         publish(broker_url, protocol.readings_topic(probe_id), batch_payload(probe_id, [5, 6]))
         assert wait_for_rows(schema_url, probe_id, 5) == (5, 5)
+    # Other tests' retained status messages on the shared broker reach this collector
+    # too, so count decoder calls rather than messages.
     assert calls["decoder"] >= 2, "the decoder thread went on after its failure"
-    assert collector.metrics.messages.labels("stored")._value.get() == 2
