@@ -89,6 +89,7 @@ from agent.sensors.cellular.settings import BACKENDS, MODEM_NAME_RE, Settings
 from agent.sensors.cellular.sim import MNC_DIGITS, home_network
 from agent.sensors.cellular.state import CellularState
 from coverwatch.protocol import Reading
+from coverwatch.shown import shown
 
 __all__ = [
     "AT_REGISTRATION",
@@ -234,22 +235,22 @@ def check_entries(entries: Sequence[tuple[str, Mapping[str, Any], Settings]]) ->
     for where, table, settings in entries:
         if settings.name and not re.fullmatch(MODEM_NAME_RE, settings.name):
             problems.append(
-                f"{where} name {settings.name!r}: use 1-32 lowercase letters, digits, '-' or "
+                f"{where} name {shown(settings.name)}: use 1-32 lowercase letters, digits, '-' or "
                 "'_', e.g. viettel"
             )
         if settings.imei and not _IMEI.fullmatch(settings.imei):
             problems.append(
-                f"{where} imei {settings.imei!r}: an IMEI is 15 digits (`mmcli -m N -J` "
+                f"{where} imei {shown(settings.imei)}: an IMEI is 15 digits (`mmcli -m N -J` "
                 "equipment-identifier, or AT+CGSN)"
             )
         if settings.usb_path and not _USB_PATH.fullmatch(settings.usb_path):
             problems.append(
-                f"{where} usb_path {settings.usb_path!r}: write the USB port part of "
+                f"{where} usb_path {shown(settings.usb_path)}: write the USB port part of "
                 "ModemManager's generic.device, e.g. 1-1.2 (from /sys/devices/.../usb1/1-1.2)"
             )
         if settings.device_id and not re.fullmatch(r"[0-9a-f]{8,64}", settings.device_id):
             problems.append(
-                f"{where} device_id {settings.device_id!r}: copy ModemManager's "
+                f"{where} device_id {shown(settings.device_id)}: copy ModemManager's "
                 "generic.device-identifier (hex) from `mmcli -m N -J`"
             )
         if not several:
@@ -281,8 +282,8 @@ def check_entries(entries: Sequence[tuple[str, Mapping[str, Any], Settings]]) ->
         for where, settings in ports:
             if settings.port in seen:
                 problems.append(
-                    f"{where} port {settings.port!r} is also the port of {seen[settings.port]}: "
-                    "each modem has its own AT port"
+                    f"{where} port {shown(settings.port, 200)} is also the port of "
+                    f"{seen[settings.port]}: each modem has its own AT port"
                 )
             seen.setdefault(settings.port, where)
     return problems
@@ -301,7 +302,7 @@ def _no_duplicates(
             continue
         if value in seen:
             problems.append(
-                f"{where} {key} {value!r}: {seen[value]} has the same {what}; two tables "
+                f"{where} {key} {shown(value)}: {seen[value]} has the same {what}; two tables "
                 "cannot read the same modem"
             )
         seen.setdefault(value, where)
