@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--sensor",
         action="append",
         metavar="NAME",
-        help="only this sensor (repeatable); default: every enabled sensor but throughput",
+        help="only this sensor (repeatable; cellular reads every modem of a kit, "
+        "cellular.NAME one); default: every enabled sensor but throughput",
     )
     once.set_defaults(handler=_once)
 

@@ -15,6 +15,7 @@ import msgspec
 import pytest
 
 from agent import config as probe_config
+from agent.cli import main as probe_main
 from agent.clock import Clock
 from agent.outbox import Outbox
 from agent.scheduler import Agent, ScheduledSensor, build_sensors
@@ -305,3 +306,33 @@ def test_readings_of_a_kit_survive_the_wire() -> None:
         "vinaphone",
         "mobifone",
     ]
+
+
+# ------------------------------------------------------------------ the commands
+
+
+def test_config_check_lists_every_modem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "probe.toml"
+    path.write_text(KIT_TOML, encoding="utf-8")
+    assert probe_main(["config", "check", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "sensors: cellular.mobifone every 60s, cellular.viettel every 60s, "
+        "cellular.vinaphone every 60s, latency every 300s" in out
+    )
+    path.write_text(KIT_TOML.replace('name = "vinaphone"\n', "modem_index = 1\n"), "utf-8")
+    assert probe_main(["config", "check", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "[[sensors.cellular]] #2 name is required" in err
+    assert "[[sensors.cellular]] #2 modem_index: not allowed with several modems" in err
+
+
+def test_once_names_a_modem_or_the_whole_kit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "probe.toml"
+    path.write_text(KIT_TOML, encoding="utf-8")
+    assert probe_main(["once", "--config", str(path), "--sensor", "cellular.telcel"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown sensor(s) cellular.telcel" in err
+    assert "cellular, cellular.mobifone, cellular.viettel, cellular.vinaphone" in err
