@@ -142,8 +142,8 @@ port = "/dev/serial/by-id/usb-Quectel_EC25-if02-port0"
 
 def test_the_sample_shows_a_three_modem_kit_that_loads() -> None:
     sample = SAMPLE.read_text(encoding="utf-8")
-    example = sample.split("[[sensors.cellular]]", 1)[1].split("\n[sensors.", 1)[0]
-    tables = "[[sensors.cellular]]" + "\n".join(
+    example = sample.split("\n## [[sensors.cellular]]\n", 1)[1].split("\n[sensors.", 1)[0]
+    tables = "[[sensors.cellular]]\n" + "\n".join(
         line.removeprefix("##").removeprefix(" ") for line in example.splitlines()
     )
     config = kit_config(KIT_TOML.split("[[sensors.cellular]]")[0] + tables)
@@ -302,10 +302,11 @@ def test_readings_of_a_kit_survive_the_wire() -> None:
     batch = protocol.ReadingsBatch(v=1, probe_id="cb-017", readings=list(readings.values()))
     decoded = protocol.decode_readings(protocol.readings_topic("cb-017"), protocol.encode(batch))
     assert [r.modem for r in decoded.batch.readings if isinstance(r, SignalReading)] == [
+        "mobifone",
         "viettel",
         "vinaphone",
-        "mobifone",
     ]
+    assert decoded.rejected == ()
 
 
 # ------------------------------------------------------------------ the commands
