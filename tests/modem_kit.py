@@ -106,11 +106,11 @@ def kit_runner(indices: tuple[int, int, int] = (0, 1, 2), *, absent: str = "") -
         "mobifone": sim_json(imsi="452011122334455", operator_code="--"),
     }
     answers: dict[tuple[str, ...], str | Path] = {}
-    listed = []
+    listed: list[int] = []
     for (name, fields), index in zip(modems.items(), indices, strict=True):
         if name == absent:
             continue
-        listed.append(f"/org/freedesktop/ModemManager1/Modem/{index}")
+        listed.append(index)
         sim = 10 + index  # SIM objects are numbered apart from modems
         answers["mmcli", "-m", str(index), "-J"] = modem_json(sim=sim, **fields)
         answers["mmcli", "-i", str(sim), "-J"] = sims[name]
@@ -120,7 +120,9 @@ def kit_runner(indices: tuple[int, int, int] = (0, 1, 2), *, absent: str = "") -
         answers["mmcli", "-m", str(index), "--location-get", "-J"] = (
             MMCLI / "telit-le910c4-location.json"
         )
-    answers["mmcli", "-L", "-J"] = json.dumps({"modem-list": listed})
+    # ModemManager lists its modem objects in index order, whichever modem each is.
+    paths = [f"/org/freedesktop/ModemManager1/Modem/{index}" for index in sorted(listed)]
+    answers["mmcli", "-L", "-J"] = json.dumps({"modem-list": paths})
     return CapturedRunner(answers)
 
 
