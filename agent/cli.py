@@ -26,7 +26,7 @@ import msgspec
 from agent import config as probe_config
 from agent.clock import Clock
 from agent.outbox import Outbox
-from agent.sensors.base import SensorContext
+from agent.sensors.base import SensorContext, plugin_of
 from coverwatch import __version__, protocol
 from coverwatch.errors import CoverwatchError
 
@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--sensor",
         action="append",
         metavar="NAME",
-        help="only this sensor (repeatable); default: every enabled sensor but throughput",
+        help="only this sensor (repeatable; cellular reads every modem of a kit, "
+        "cellular.NAME one); default: every enabled sensor but throughput",
     )
     once.set_defaults(handler=_once)
 
@@ -148,15 +149,16 @@ def _once(args: argparse.Namespace) -> int:
     config = probe_config.load(args.config)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     wanted = set(args.sensor or [])
-    unknown = wanted - set(config.sensors)
+    # A plugin's name takes all its instances: --sensor cellular reads every modem.
+    known = set(config.sensors) | {plugin_of(name) for name in config.sensors}
+    unknown = wanted - known
     if unknown:
         raise CoverwatchError(
-            f"unknown sensor(s) {', '.join(sorted(unknown))}; known: "
-            f"{', '.join(sorted(config.sensors))}"
+            f"unknown sensor(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
         )
     chosen: dict[str, tuple[probe_config.SensorSchedule, Any]] = {}
     for name, (schedule, settings) in config.sensors.items():
-        if wanted and name in wanted:
+        if wanted and (name in wanted or plugin_of(name) in wanted):
             chosen[name] = (probe_config.SensorSchedule(True, schedule.interval_s), settings)
         elif not wanted and schedule.enabled and name != "throughput":
             chosen[name] = (schedule, settings)
@@ -202,7 +204,9 @@ def _doctor(args: argparse.Namespace) -> int:
         print(render([Check("probe.toml", "FAIL", str(error), "fix the lines listed above")]))
         return 1
     checks = [Check("probe.toml", "PASS", f"{config.source} is valid (probe {config.probe.id})")]
-    cellular = {name: entry for name, entry in config.sensors.items() if name == "cellular"}
+    cellular = {
+        name: entry for name, entry in config.sensors.items() if plugin_of(name) == "cellular"
+    }
     sensors = {s.sensor.name: s.sensor for s in build_sensors(cellular, _sensor_context(config))}
     checks.extend(
         run_checks(config, sensors=sensors, clock=Clock(), connect_timeout_s=args.timeout)

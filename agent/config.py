@@ -33,7 +33,7 @@ from typing import Any
 
 from agent import outbox, publisher
 from agent import sensors as _builtin_sensors  # noqa: F401 - registers the built-in sensors
-from agent.sensors.base import SensorPlugin, registered
+from agent.sensors.base import SensorPlugin, instance_name, registered
 from coverwatch import protocol
 from coverwatch.errors import CoverwatchError
 from coverwatch.settings import MQTT_URL_ENV, MqttUrl
@@ -339,8 +339,15 @@ def from_mapping(
             )
     sensors: dict[str, tuple[SensorSchedule, Any]] = {}
     for name, plugin in sorted(plugins.items()):
+        if plugin.multiple and isinstance(sensors_table.get(name), list):
+            sensors.update(_sensor_instances(plugin, sensors_table[name], problems))
+            continue
         table = _table(sensors_table, name, problems, prefix="sensors.")
-        sensors[name] = _sensor(plugin, table, problems)
+        schedule, settings = _sensor(plugin, table, problems)
+        if plugin.check is not None:
+            problems.extend(plugin.check([(f"[sensors.{name}]", table, settings)]))
+        label = getattr(settings, "name", "") if plugin.multiple else ""
+        sensors[instance_name(name, label)] = (schedule, settings)
     config = ProbeConfig(
         probe=sections["probe"],
         mqtt=sections["mqtt"],
@@ -364,10 +371,50 @@ def _table(
     return value
 
 
+def _sensor_instances(
+    plugin: SensorPlugin, entries: list[Any], problems: list[str]
+) -> dict[str, tuple[SensorSchedule, Any]]:
+    """``[[sensors.<name>]]``: one sensor per table, each named by its ``name`` setting."""
+    header = f"[[sensors.{plugin.name}]]"
+    if not entries:
+        problems.append(
+            f"sensors.{plugin.name} is an empty list: write one {header} table per "
+            f"instance, or a single [sensors.{plugin.name}] table"
+        )
+    instances: dict[str, tuple[SensorSchedule, Any]] = {}
+    checked: list[tuple[str, dict[str, Any], Any]] = []
+    for number, table in enumerate(entries, 1):
+        if not isinstance(table, dict):
+            problems.append(f"{header} #{number} must be a table (a line {header}), not a value")
+            continue
+        label = table.get("name")
+        where = f"{header} #{number}" + (
+            f" ({printable(label[:40])})" if isinstance(label, str) and label else ""
+        )
+        schedule, settings = _sensor(plugin, table, problems, where=where)
+        name = getattr(settings, "name", "")
+        if not name:
+            problems.append(
+                f"{where} name is required: give each {header} table a short label, e.g. "
+                f'name = "viettel"'
+            )
+        elif instance_name(plugin.name, name) in instances:
+            problems.append(
+                f"{where} name {shown(name)} is used by an earlier table: each {header} "
+                "table needs a name of its own"
+            )
+        else:
+            instances[instance_name(plugin.name, name)] = (schedule, settings)
+        checked.append((where, table, settings))
+    if plugin.check is not None:
+        problems.extend(plugin.check(checked))
+    return instances
+
+
 def _sensor(
-    plugin: SensorPlugin, table: dict[str, Any], problems: list[str]
+    plugin: SensorPlugin, table: dict[str, Any], problems: list[str], *, where: str = ""
 ) -> tuple[SensorSchedule, Any]:
-    where = f"[sensors.{plugin.name}]"
+    where = where or f"[sensors.{plugin.name}]"
     schedule_values = {key: table[key] for key in _SCHEDULE_FIELDS if key in table}
     settings_values = {key: value for key, value in table.items() if key not in _SCHEDULE_FIELDS}
     enabled = schedule_values.get("enabled", plugin.enabled_by_default)
@@ -664,4 +711,8 @@ def sample() -> str:
             f"# interval_s = {DEFAULT_INTERVALS_S.get(name, FALLBACK_INTERVAL_S)}",
         ]
         lines.extend(_section_lines(f"sensors.{name}", plugin.settings_type, extra=schedule))
+        if plugin.sample_instances:
+            lines.extend(
+                f"## {line}".rstrip() for line in plugin.sample_instances.strip("\n").splitlines()
+            )
     return "\n".join(lines) + "\n"

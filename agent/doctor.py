@@ -8,6 +8,7 @@ stop on it.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import socket
 import ssl
@@ -23,7 +24,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.clock import Clock
 from agent.config import ProbeConfig
 from agent.outbox import Outbox
-from agent.sensors.base import Sensor
+from agent.sensors.base import Sensor, plugin_of
+from agent.sensors.cellular import CellularSensor, Settings
+from agent.sensors.cellular.modemmanager import describe_identity
 from coverwatch import protocol
 from coverwatch.protocol import SignalReading
 
@@ -53,7 +56,11 @@ def run_checks(
     disk_usage: Callable[[str], Any] = shutil.disk_usage,
 ) -> list[Check]:
     checks: list[Check] = []
-    checks.extend(_modem_checks(sensors.get("cellular"), clock))
+    modems = [sensor for name, sensor in sorted(sensors.items()) if plugin_of(name) == "cellular"]
+    if not modems:
+        checks.extend(_modem_checks(None, clock))
+    for modem in modems:  # every modem of a kit, each found by its own identity
+        checks.extend(_modem_checks(modem, clock))
     checks.extend(_broker_checks(config, connect_timeout_s))
     checks.append(_clock_check(clock))
     checks.append(_disk_check(config, disk_usage))
@@ -63,31 +70,50 @@ def run_checks(
 
 def _modem_checks(sensor: Sensor | None, clock: Clock) -> list[Check]:
     if sensor is None:
-        return [
-            Check(
-                "modem",
-                "WARN",
-                "the cellular sensor is disabled in probe.toml",
-                "enable [sensors.cellular] unless this probe really has no modem",
-            )
-        ]
+        return [_disabled_modem_check()]
+    settings = sensor.settings if isinstance(sensor, CellularSensor) else None
+    label = settings.name if settings is not None else ""
+    checks = _one_modem_checks(sensor, clock, settings)
+    if not label:
+        return checks
+    # One modem of a kit: its name on every line ("modem viettel", "signal viettel").
+    return [dataclasses.replace(check, name=f"{check.name} {label}") for check in checks]
+
+
+def _disabled_modem_check() -> Check:
+    return Check(
+        "modem",
+        "WARN",
+        "the cellular sensor is disabled in probe.toml",
+        "enable [sensors.cellular] unless this probe really has no modem",
+    )
+
+
+def _one_modem_checks(sensor: Sensor, clock: Clock, settings: Settings | None) -> list[Check]:
+    bound = describe_identity(settings) if settings is not None else ""
     try:
         readings = list(sensor.read(clock.stamp()))
     except Exception as error:
-        return [
-            Check(
-                "modem",
-                "FAIL",
-                f"cannot read the modem: {error}",
-                "check the USB modem is plugged in and powered (lsusb), that ModemManager "
-                "sees it (mmcli -L), or set [sensors.cellular] backend/port for AT commands",
+        fix = (
+            "check the USB modem is plugged in and powered (lsusb), that ModemManager "
+            "sees it (mmcli -L), or set [sensors.cellular] backend/port for AT commands"
+        )
+        if bound:
+            fix = (
+                f"check the modem with {bound} is plugged in and powered (lsusb, mmcli -L), "
+                "and that probe.toml names it as `mmcli -m N -J` shows it "
+                "(equipment-identifier, device, device-identifier)"
             )
-        ]
+        return [Check("modem", "FAIL", f"cannot read the modem: {error}", fix)]
     signal = next((r for r in readings if isinstance(r, SignalReading)), None)
     if signal is None:
         return [Check("modem", "FAIL", "the modem answered without a signal reading", "")]
     operator = signal.operator_name or signal.operator_code or "unknown operator"
-    checks = [Check("modem", "PASS", f"modem answers ({signal.technology or 'no technology'})")]
+    found = f"found by {bound}, " if bound else ""
+    sim = f"; SIM of {signal.sim_operator_code}" if signal.sim_operator_code else ""
+    checks = [
+        Check("modem", "PASS", f"{found}answers ({signal.technology or 'no technology'}){sim}")
+    ]
     if signal.registration == "denied":
         checks.append(
             Check(

@@ -145,14 +145,15 @@ class Agent:
 def build_sensors(
     enabled: dict[str, tuple[Any, Any]], context: SensorContext
 ) -> list[ScheduledSensor]:
-    """Create every enabled sensor from its plugin and settings."""
-    from agent.sensors.base import registered
+    """Create every enabled sensor from its plugin and settings, keyed by the sensor's
+    name: the plugin's, or ``<plugin>.<name>`` for one of several (e.g. one per modem)."""
+    from agent.sensors.base import plugin_of, registered
 
     plugins = registered()
     scheduled: list[ScheduledSensor] = []
     for name, (schedule, settings) in sorted(enabled.items()):
         if not schedule.enabled:
             continue
-        sensor = plugins[name].create(settings, context)
+        sensor = plugins[plugin_of(name)].create(settings, context)
         scheduled.append(ScheduledSensor(sensor, float(schedule.interval_s)))
     return scheduled

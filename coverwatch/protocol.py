@@ -152,6 +152,11 @@ class SignalReading(ReadingBase, frozen=True, tag="signal"):
     rscp_dbm: RscpDbm | None = None
     ecio_db: EcioDb | None = None
     signal_quality_pct: Percent | None = None
+    # Added within v1 (optional, so readings of older probes still decode): which modem
+    # of a multi-modem kit took the reading (its [[sensors.cellular]] name), and the home
+    # network of the SIM in it (MCC-MNC from the IMSI), known even without service.
+    modem: ShortText | None = None
+    sim_operator_code: OperatorCode | None = None
 
     @property
     def registered(self) -> bool:

@@ -15,6 +15,7 @@ against the simulator's ground truth.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import subprocess
@@ -41,8 +42,8 @@ from geo import maps, registry
 from geo import report as uncovered_report
 from geo.analysis import analyse
 from geo.coverage import TimeWindow
-from simulator.fleet import SIGNAL_EVERY, Fleet
-from simulator.province import Province, generate
+from simulator.fleet import SIGNAL_EVERY, Fleet, kit_config_text, kit_modems
+from simulator.province import Province, Village, generate
 
 TICK = timedelta(minutes=5)
 # Backpressure for the replay: past this many readings waiting in the outboxes of probes
@@ -258,13 +259,23 @@ def _import_province(
                         v.lon,
                         v.lat,
                         "multi-SIM",
-                        "simulated Raspberry Pi 4 + 3 LTE modems",
+                        f"simulated Raspberry Pi 4 + {len(kit_modems(v))} LTE modems",
                         installed_at,
                         int(SIGNAL_EVERY.total_seconds()),
                     )
                     for v in province.villages
                 ],
             )
+
+
+def _write_example_kit(village: Village, url: MqttUrl, out_dir: Path) -> Path:
+    """The first village's kit configuration, for a look (the password left out)."""
+    path = out_dir / "kit-probe.toml"
+    without_password = dataclasses.replace(url, password=None)
+    path.write_text(
+        kit_config_text(village, without_password, Path("/var/lib/coverwatch")), encoding="utf-8"
+    )
+    return path
 
 
 def _stored_readings(database_url: str) -> tuple[int, int]:
@@ -505,6 +516,11 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> Summary:
             )
             fleet = Fleet(province.villages, url, scratch / "probes", seed=options.seed)
             stack.callback(fleet.close)
+            example = _write_example_kit(province.villages[0], url, options.out_dir)
+            console.print(
+                f"each kit runs the probe.toml a real one would ({example}: "
+                f"{len(kit_modems(province.villages[0]))} [[sensors.cellular]] modems)"
+            )
             if options.duration_s is None:
                 console.print(f"[bold green]open {map_url}[/] — Ctrl-C stops the demo")
             reached = _run_fleet(

@@ -2,8 +2,12 @@
 simulated sensors and a simulated clock, many of them driven from one thread.
 
 Each village of the province gets a probe kit with one modem per operator (survey kits
-carry one SIM per network, which is how per-operator coverage is measured). What the
-kit sees comes from the radio model plus fast fading. Off-grid villages run on a solar
+carry one SIM per network, which is how per-operator coverage is measured). A kit is
+described exactly as a real one is: a probe.toml (:func:`kit_config_text`) with one
+``[[sensors.cellular]]`` table per modem, bound to it by IMEI, read by the agent's own
+config loader; each table becomes a simulated modem found by that IMEI among the kit's
+hardware (:class:`KitModem`), and the schedule is the file's. What a modem sees comes
+from the radio model plus fast fading. Off-grid villages run on a solar
 battery that goes flat at night, grid villages suffer the odd power cut; when the power
 goes the probe vanishes without a goodbye (the broker publishes its last will), when it
 returns it boots with a new boot id, a wall clock restored from fake-hwclock (wrong
@@ -32,11 +36,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from agent import config as probe_config
 from agent.clock import Clock
 from agent.outbox import Outbox
 from agent.publisher import Publisher, PublisherOptions
 from agent.scheduler import Agent, ScheduledSensor
-from agent.sensors.base import Sensor, Stamp
+from agent.sensors.base import Sensor, SensorError, Stamp, plugin_of
+from agent.sensors.cellular import CellularState
+from agent.sensors.cellular import Settings as CellularSettings
 from coverwatch import protocol
 from coverwatch.settings import MqttUrl
 from simulator import radio
@@ -60,41 +67,110 @@ def _epoch_ns(moment: datetime) -> int:
 # ------------------------------------------------------------------------ sensors
 
 
-class SimulatedModems:
-    """One signal reading per operator's SIM, from the radio model."""
+# ---------------------------------------------------------------------- the kit
 
-    name = "cellular"
 
-    def __init__(self, village: Village, rng: random.Random) -> None:
+@dataclass(frozen=True, slots=True)
+class KitModem:
+    """One modem of a kit, as the hardware is: its IMEI and the SIM in it."""
+
+    name: str  # the label its probe.toml table gives it
+    imei: str
+    sim_operator_code: str  # the SIM's home network (MCC-MNC of its IMSI)
+
+
+def _luhn_digit(digits: str) -> str:
+    """The IMEI check digit (Luhn) of the first 14 digits."""
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = int(char) * (2 if position % 2 == 0 else 1)
+        total += value - 9 if value > 9 else value
+    return str((10 - total % 10) % 10)
+
+
+def kit_modems(village: Village) -> list[KitModem]:
+    """The village kit's modems: one per operator, each with its own SIM and IMEI."""
+    modems = []
+    for number, (code, (name, _)) in enumerate(OPERATORS.items()):
+        # A Quectel EC25 type allocation code, then a serial unique to village and slot.
+        body = f"86153603{village.village_id * 10 + number:06d}"
+        modems.append(KitModem(name.lower(), body + _luhn_digit(body), code))
+    return modems
+
+
+def kit_config_text(village: Village, url: MqttUrl, state_dir: Path) -> str:
+    """The kit's probe.toml: what a technician would install on this village's Pi."""
+    fast, slow = int(SIGNAL_EVERY.total_seconds()), int(SLOW_EVERY.total_seconds())
+    lines = [
+        "[probe]",
+        f'id = "{village.probe_id}"',
+        f'state_dir = "{state_dir}"',
+        "",
+        "[mqtt]",
+        f'url = "{url.with_credentials()}"',
+    ]
+    for modem in kit_modems(village):
+        lines += [
+            "",
+            "[[sensors.cellular]]",
+            f'name = "{modem.name}"',
+            f'imei = "{modem.imei}"',
+            f"interval_s = {fast}",
+        ]
+    for name, interval in (("power", fast), ("latency", slow), ("system", slow)):
+        lines += ["", f"[sensors.{name}]", f"interval_s = {interval}"]
+    return "\n".join(lines) + "\n"
+
+
+def load_kit_config(village: Village, url: MqttUrl, state_dir: Path) -> probe_config.ProbeConfig:
+    """The kit's probe.toml parsed by the agent's own loader (every check a probe makes)."""
+    source = f"{village.probe_id}/probe.toml"
+    text = kit_config_text(village, url, state_dir)
+    return probe_config.from_mapping(
+        probe_config.parse_toml(text.encode(), source), source=Path(source), environ={}
+    )
+
+
+class SimulatedModem:
+    """One modem of the kit, found by its table's identity; its SIM's network's signal
+    comes from the radio model. Readings go through the agent's own CellularState, so
+    they carry what a real modem's would: the modem's name and the SIM's network."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: CellularSettings,
+        hardware: list[KitModem],
+        village: Village,
+        rng: random.Random,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.hardware = hardware
         self.village = village
         self.rng = rng
 
     def read(self, stamp: Stamp) -> Iterable[protocol.Reading]:
-        readings: list[protocol.Reading] = []
-        for code, (name, _) in OPERATORS.items():
-            median = self.village.median_rsrp_dbm[code]
-            rsrp = median + self.rng.gauss(0, radio.FAST_FADING_SIGMA_DB)
-            if rsrp < radio.REGISTRATION_FLOOR_DBM:
-                # The SIM's home network is known from its IMSI even without service.
-                readings.append(
-                    protocol.SignalReading(
-                        **stamp.base(), registration="searching", operator_code=code
-                    )
-                )
-                continue
-            readings.append(
-                protocol.SignalReading(
-                    **stamp.base(),
-                    registration="home",
-                    technology="lte",
-                    operator_code=code,
-                    operator_name=name,
-                    rsrp_dbm=round(max(-140.0, min(-44.0, rsrp)), 1),
-                    rsrq_db=round(max(-19.5, min(-3.0, -8 + (rsrp + 90) / 8)), 1),
-                    sinr_db=round(max(-10.0, min(30.0, (rsrp + 112) / 1.5)), 1),
-                )
+        modem = next((m for m in self.hardware if m.imei == self.settings.imei), None)
+        if modem is None:
+            raise SensorError(f"no modem with IMEI {self.settings.imei} in this kit")
+        code = modem.sim_operator_code
+        rsrp = self.village.median_rsrp_dbm[code] + self.rng.gauss(0, radio.FAST_FADING_SIGMA_DB)
+        if rsrp < radio.REGISTRATION_FLOOR_DBM:
+            # No service: the SIM's home network is still known from its IMSI.
+            state = CellularState(registration="searching", sim_operator_code=code)
+        else:
+            state = CellularState(
+                registration="home",
+                technology="lte",
+                operator_code=code,
+                operator_name=OPERATORS[code][0],
+                rsrp_dbm=round(max(-140.0, min(-44.0, rsrp)), 1),
+                rsrq_db=round(max(-19.5, min(-3.0, -8 + (rsrp + 90) / 8)), 1),
+                sinr_db=round(max(-10.0, min(30.0, (rsrp + 112) / 1.5)), 1),
+                sim_operator_code=code,
             )
-        return readings
+        return [state.to_reading(stamp, modem=self.settings.name or None)]
 
 
 class SimulatedLatency:
@@ -221,10 +297,37 @@ class SimulatedProbe:
     agent: Agent | None = None
     publisher: Publisher | None = None
     outbox: Outbox | None = None
+    config: probe_config.ProbeConfig | None = None
+
+    def __post_init__(self) -> None:
+        self.config = load_kit_config(self.village, self.url, self.state_dir)
 
     @property
     def probe_id(self) -> str:
         return self.village.probe_id
+
+    def _sensors(self) -> list[ScheduledSensor]:
+        """The kit's sensors as its probe.toml declares them, each simulated."""
+        assert self.config is not None
+        hardware = kit_modems(self.village)
+        scheduled = []
+        for name, (schedule, settings) in self.config.sensors.items():
+            if not schedule.enabled:
+                continue
+            plugin = plugin_of(name)
+            sensor: Sensor
+            if plugin == "cellular":
+                sensor = SimulatedModem(name, settings, hardware, self.village, self.rng)
+            elif plugin == "power":
+                sensor = SimulatedPower(self)
+            elif plugin == "latency":
+                sensor = SimulatedLatency(self.village, self.rng)
+            elif plugin == "system":
+                sensor = SimulatedSystem(self.rng)
+            else:
+                raise ValueError(f"the simulator has no {plugin} sensor ({name} is enabled)")
+            scheduled.append(ScheduledSensor(sensor, float(schedule.interval_s)))
+        return scheduled
 
     # -- environment
 
@@ -271,14 +374,8 @@ class SimulatedProbe:
             ),
             self.outbox,
         )
-        sensors = [
-            ScheduledSensor(SimulatedModems(self.village, self.rng), SIGNAL_EVERY.seconds),
-            ScheduledSensor(SimulatedPower(self), SIGNAL_EVERY.seconds),
-            ScheduledSensor(SimulatedLatency(self.village, self.rng), SLOW_EVERY.seconds),
-            ScheduledSensor(SimulatedSystem(self.rng), SLOW_EVERY.seconds),
-        ]
         self.agent = Agent(
-            sensors,
+            self._sensors(),
             clock=self.clock,
             outbox=self.outbox,
             on_stored=self.publisher.notify_live,
@@ -360,11 +457,13 @@ class SimulatedProbe:
         due: list[Sensor] = []
         assert self.next_signal is not None
         assert self.next_slow is not None
+        # The kit's probe.toml runs its sensors at two cadences: the modems and power
+        # every SIGNAL_EVERY, latency and system every SLOW_EVERY.
         if now >= self.next_signal:
-            due.extend(s.sensor for s in self.agent.schedule[:2])
+            due.extend(s.sensor for s in self.agent.schedule if s.interval_s < SLOW_EVERY.seconds)
             self.next_signal += SIGNAL_EVERY
         if now >= self.next_slow:
-            due.extend(s.sensor for s in self.agent.schedule[2:4])
+            due.extend(s.sensor for s in self.agent.schedule if s.interval_s >= SLOW_EVERY.seconds)
             self.next_slow += SLOW_EVERY
         if due:
             taken = self.agent.take_round(due)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from pathlib import Path
 
@@ -160,7 +161,9 @@ def uncomment_every_option(sample: str) -> str:
 
 def test_sample_with_every_option_uncommented_is_a_valid_config(tmp_path: Path) -> None:
     text = uncomment_every_option(SAMPLE.read_text(encoding="utf-8"))
-    text = text.replace('id = ""', 'id = "cb-001"').replace('url = ""', 'url = "mqtt://h:1883"')
+    # Whole lines: device_id = "" (a cellular option) must stay empty.
+    text = re.sub(r'^id = ""$', 'id = "cb-001"', text, flags=re.MULTILINE)
+    text = re.sub(r'^url = ""$', 'url = "mqtt://h:1883"', text, flags=re.MULTILINE)
     assert "\n# " not in text.split("\n[probe]\n", 1)[1]  # nothing left commented out
     config = probe_config.load(write(tmp_path, text), environ={})
     latency_schedule, latency = config.sensors["latency"]

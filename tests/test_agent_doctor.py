@@ -19,7 +19,8 @@ from coverwatch.localservices import AmqttBroker
 from coverwatch.localservices.ports import free_port
 from coverwatch.settings import MqttUrl
 from tests.agent_harness import power_reading
-from tests.sensor_fakes import DATA, ReplayedSerialPort
+from tests.modem_kit import KIT_TOML, VIETTEL_IMEI, kit_runner, kit_sensors
+from tests.sensor_fakes import DATA, CapturedRunner, ReplayedSerialPort
 
 AT = DATA / "at"
 
@@ -144,3 +145,59 @@ def test_doctor_command_exit_code(tmp_path: Path) -> None:
     bad = tmp_path / "probe.toml"
     bad.write_text('[probe]\nid = "Bad Id"\n', encoding="utf-8")
     assert main(["doctor", "--config", str(bad)]) == 1
+
+
+def test_doctor_checks_every_modem_of_a_three_modem_kit(
+    amqtt_broker: AmqttBroker, tmp_path: Path
+) -> None:
+    """Each [[sensors.cellular]] table gets its own lines: found by its identity, the SIM's
+    network, registration and signal; an unplugged one fails alone, naming its identity."""
+    kit = probe_config.from_mapping(
+        {
+            **probe_config.parse_toml(KIT_TOML.encode(), "probe.toml"),
+            "probe": {"id": "cb-017", "state_dir": str(tmp_path / "state")},
+            "mqtt": {"url": amqtt_broker.url.with_credentials()},
+        },
+        environ={},
+    )
+
+    def run(runner: CapturedRunner) -> list[Check]:
+        sensors = {s.sensor.name: s.sensor for s in kit_sensors(kit, runner)}
+        return run_checks(
+            kit,
+            sensors=sensors,
+            clock=Clock(ntp_synced=lambda: True),
+            connect_timeout_s=5,
+            disk_usage=lambda path: type("Usage", (), {"free": 10 * 1024**3})(),
+        )
+
+    checks = run(kit_runner())
+    found = {check.name: check for check in checks}
+    assert verdicts(checks) == {
+        "modem mobifone": "PASS",
+        "SIM / registration mobifone": "FAIL",  # searching: a dead zone, or the antenna
+        "modem viettel": "PASS",
+        "SIM / registration viettel": "PASS",
+        "signal viettel": "PASS",  # the captured RSRP, -104 dBm
+        "modem vinaphone": "PASS",
+        "SIM / registration vinaphone": "PASS",
+        "signal vinaphone": "PASS",
+        "broker reachable": "PASS",
+        "broker login": "PASS",
+        "clock": "PASS",
+        "disk": "PASS",
+        "outbox": "PASS",
+    }
+    assert found["modem viettel"].seen.startswith(f"found by IMEI {VIETTEL_IMEI}, answers (lte)")
+    assert found["modem viettel"].seen.endswith("SIM of 45204")
+    assert found["modem vinaphone"].seen.startswith("found by USB path 1-1.3")
+    assert found["modem mobifone"].seen.endswith("SIM of 45201")
+    assert found["SIM / registration viettel"].seen == "registered on Viettel"
+    assert "searching" in found["SIM / registration mobifone"].seen
+
+    unplugged = {check.name: check for check in run(kit_runner(absent="vinaphone"))}
+    assert unplugged["modem vinaphone"].verdict == "FAIL"
+    assert "USB path 1-1.3" in unplugged["modem vinaphone"].fix
+    assert "signal vinaphone" not in unplugged
+    assert unplugged["modem viettel"].verdict == "PASS"
+    assert unplugged["modem mobifone"].verdict == "PASS"

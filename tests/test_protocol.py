@@ -234,3 +234,28 @@ def test_every_kind_is_registered_once() -> None:
     tags = [t.__struct_config__.tag for t in protocol.READING_TYPES.values()]
     assert tags == list(protocol.READING_TYPES)
     assert set(typing.get_args(protocol.Reading)) == set(protocol.READING_TYPES.values())
+
+
+def test_modem_and_sim_operator_are_optional_additions_to_v1() -> None:
+    """Readings of probes that predate multi-modem kits decode as before; a kit's name
+    their modem and SIM network; a SIM code that is no MCC-MNC is refused by name."""
+    old = signal(1, rsrp_dbm=-95, operator_code="45204")
+    kit = reading_fields(
+        2, kind="signal", registration="searching", modem="mobifone", sim_operator_code="45201"
+    )
+    bad = signal(3, modem="viettel", sim_operator_code="VN-1")
+    decoded = decode_readings(TOPIC, batch_payload(old, kit, bad))
+    first, second = decoded.batch.readings
+    assert isinstance(first, SignalReading)
+    assert isinstance(second, SignalReading)
+    assert (first.modem, first.sim_operator_code) == (None, None)
+    assert (second.modem, second.sim_operator_code, second.operator_code) == (
+        "mobifone",
+        "45201",
+        None,
+    )
+    assert rejected_messages(decoded) == [
+        'readings[2].sim_operator_code: expected MCC-MNC of 5 or 6 digits, e.g. 45204, got "VN-1"'
+    ]
+    # An old reading encodes exactly as before: no new keys on the wire.
+    assert b"modem" not in protocol.encode(ReadingsBatch(v=1, probe_id="cb-001", readings=[first]))

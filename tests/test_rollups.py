@@ -345,3 +345,38 @@ def test_collector_run_refreshes_the_rollups(
     assert rows == [(published,)]
     log = (tmp_path / "collector.log").read_text()
     assert "rollups=every 0.3s" in log
+
+
+def test_a_kit_without_service_counts_for_each_modems_sim(schema_url: str) -> None:
+    """Migration 008: a multi-modem kit's readings keep their modem and SIM network, and a
+    reading without service counts for the SIM's network, before and after the refresh."""
+    kit = [
+        signal(1, rsrp_dbm=-90, modem="viettel", sim_operator_code="45204", **LTE),
+        reading_fields(
+            2, kind="signal", registration="searching", modem="mobifone", sim_operator_code="45201"
+        ),
+        signal(3, rsrp_dbm=-100, modem="vinaphone", operator_code="45202"),
+        no_service(4, "2026-11-22T08:20:00Z"),  # an old probe's: no modem, no SIM code
+    ]
+    store(schema_url, "cb-017", kit)
+    assert query(
+        schema_url,
+        "SELECT seq, modem, sim_operator_code, operator_code FROM readings_signal ORDER BY seq",
+    ) == [
+        (1, "viettel", "45204", "45204"),
+        (2, "mobifone", "45201", None),
+        (3, "vinaphone", None, "45202"),
+        (4, None, None, None),
+    ]
+    coverage = (
+        "SELECT operator, readings, unregistered_readings FROM coverage_by_probe("
+        "'2026-11-22T08:00:00Z', '2026-11-22T09:00:00Z') WHERE technology = 'all' "
+        "ORDER BY operator"
+    )
+    # The old probe's reading goes to the probe's own SIM operator as before (none is
+    # registered for cb-017: 'unknown').
+    expected = [("45201", 1, 1), ("45202", 1, 0), ("45204", 1, 0), ("unknown", 1, 1)]
+    assert query(schema_url, coverage) == expected
+    refresh_rollups(schema_url)
+    assert materialized(schema_url) == 4
+    assert query(schema_url, coverage) == expected

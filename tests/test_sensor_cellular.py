@@ -35,6 +35,7 @@ def mmcli_runner(
     answers: dict[tuple[str, ...], str | Path] = {
         ("mmcli", "-L", "-J"): MMCLI / "list-one.json",
         ("mmcli", "-m", "0", "-J"): MMCLI / modem,
+        ("mmcli", "-i", "0", "-J"): MMCLI / "telit-le910c4-sim.json",
     }
     if signal is not None:
         answers["mmcli", "-m", "0", "--signal-get", "-J"] = MMCLI / signal
@@ -85,6 +86,9 @@ def test_mmcli_lte_roaming_reads_every_field() -> None:
     assert reading.rscp_dbm is None
     assert reading.ecio_db is None
     assert reading.signal_quality_pct == 75.0
+    # The SIM's home network (from `mmcli -i 0 -J`), not the network it roams on.
+    assert reading.sim_operator_code == "29505"
+    assert reading.modem is None  # a one-modem probe's readings name no modem
     assert reading.boot_id == stamp().boot_id
     assert reading.seq == 0
 
@@ -660,6 +664,7 @@ def test_mmcli_prefers_the_modem_with_a_sim() -> None:
             ("mmcli", "-m", "2", "-J"): MMCLI / "telit-le910c4-lte-roaming.json",
             ("mmcli", "-m", "2", "--signal-get", "-J"): MMCLI / "telit-le910c4-signal.json",
             ("mmcli", "-m", "2", "--location-get", "-J"): MMCLI / "telit-le910c4-location.json",
+            ("mmcli", "-i", "0", "-J"): MMCLI / "telit-le910c4-sim.json",
         }
     )
     reading = read_one(CellularSensor(Settings(backend="mmcli"), run=runner))

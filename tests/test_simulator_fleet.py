@@ -13,6 +13,7 @@ before the replay began.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
@@ -20,12 +21,24 @@ from pathlib import Path
 
 import pytest
 
+from agent.sensors.base import SensorError, plugin_of
+from agent.sensors.cellular import Settings as CellularSettings
 from coverwatch import protocol
 from coverwatch.localservices.ports import LOOPBACK, free_port
 from coverwatch.settings import MqttUrl
 from simulator.demo import TICK
-from simulator.fleet import FAKE_HWCLOCK_LAG, SIGNAL_EVERY, Fleet, SimulatedProbe
+from simulator.fleet import (
+    FAKE_HWCLOCK_LAG,
+    SIGNAL_EVERY,
+    Fleet,
+    SimulatedModem,
+    SimulatedProbe,
+    kit_config_text,
+    kit_modems,
+    load_kit_config,
+)
 from simulator.province import Village, generate
+from tests.sensor_fakes import stamp
 
 VIETNAM = timedelta(hours=7)
 SUNRISE, SUNSET = time(6, 30), time(19, 0)  # local; the battery is flat in between
@@ -222,3 +235,66 @@ def test_grid_kits_take_nothing_during_their_power_cuts(tmp_path: Path) -> None:
             assert inside == [], village.probe_id
             checked += 1
     assert checked, "no power cut in a day of 20+ grid villages: nothing was checked"
+
+
+# ------------------------------------------------------------------- the kits' config
+
+
+def test_each_kit_runs_a_probe_toml_a_real_probe_could_run(tmp_path: Path) -> None:
+    """The kit is its probe.toml, parsed by the agent's loader: one [[sensors.cellular]]
+    table per operator's SIM, bound by IMEI; the simulated modems are made from exactly
+    those tables, and their readings carry the modem and the SIM's network."""
+    village = next(v for v in VILLAGES if v.grid_power and not v.flaky_link)
+    nobody_listens = MqttUrl.parse(f"mqtt://probe:secret@{LOOPBACK}:{free_port()}")
+    config = load_kit_config(village, nobody_listens, tmp_path)
+    modems = kit_modems(village)
+    cellular = {n: s for n, s in config.sensors.items() if plugin_of(n) == "cellular"}
+    assert sorted(cellular) == sorted(f"cellular.{m.name}" for m in modems)
+    assert [m.name for m in modems] == ["viettel", "vinaphone", "mobifone"]
+    for modem in modems:
+        schedule, settings = cellular[f"cellular.{modem.name}"]
+        assert settings.imei == modem.imei
+        assert schedule.interval_s == SIGNAL_EVERY.total_seconds()
+    assert len({m.imei for m in modems}) == 3
+    assert "[[sensors.cellular]]" in kit_config_text(village, nobody_listens, tmp_path)
+
+    start = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)  # 10:00 in Vietnam: daylight
+    fleet = Fleet([village], nobody_listens, tmp_path / "probes", seed=SEED)
+    try:
+        fleet.start(start)
+        for moment in ticks(start, start + timedelta(hours=2)):
+            fleet.advance_to(moment)
+        (probe,) = fleet.probes
+        assert probe.agent is not None
+        scheduled = [s.sensor.name for s in probe.agent.schedule]
+        assert sorted(n for n in scheduled if plugin_of(n) == "cellular") == sorted(cellular)
+        assert {n for n in scheduled if plugin_of(n) != "cellular"} == {
+            "latency",
+            "power",
+            "system",
+        }
+        assert probe.outbox is not None
+        signals = [r for r in probe.outbox.all() if isinstance(r, protocol.SignalReading)]
+    finally:
+        fleet.close()
+    rounds = len(signals) // 3
+    assert rounds >= 8
+    for modem in modems:
+        mine = [r for r in signals if r.modem == modem.name]
+        assert len(mine) == rounds
+        assert {r.sim_operator_code for r in mine} == {modem.sim_operator_code}
+        for reading in mine:
+            # On its own network, or without service and without a network code.
+            assert reading.operator_code == (
+                modem.sim_operator_code if reading.registered else None
+            )
+
+
+def test_a_kit_table_naming_a_modem_the_kit_lacks_is_a_sensor_error() -> None:
+    village = VILLAGES[0]
+    wrong = CellularSettings(name="viettel", imei="861536039999999")
+    modem = SimulatedModem(
+        "cellular.viettel", wrong, kit_modems(village), village, random.Random(1)
+    )
+    with pytest.raises(SensorError, match="no modem with IMEI 861536039999999"):
+        list(modem.read(stamp()))

@@ -14,7 +14,7 @@ stops the power or latency readings.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -74,6 +74,27 @@ class SensorPlugin:
     create: Callable[[Any, SensorContext], Sensor]
     # Off unless the probe's config enables it (e.g. throughput spends data).
     enabled_by_default: bool = True
+    # Several instances allowed, as ``[[sensors.<name>]]`` (an array of tables, each with
+    # a ``name`` setting, e.g. one per modem). Each instance is a sensor of its own,
+    # named ``<plugin>.<name>`` (see :func:`instance_name`).
+    multiple: bool = False
+    # Checks the plugin's tables together, as (where, table as written, settings), and
+    # returns every problem: one table, or each of ``[[sensors.<name>]]``.
+    check: Callable[[Sequence[tuple[str, Mapping[str, Any], Any]]], list[str]] | None = None
+    # For a plugin with several instances: an example of them, shown in the sample
+    # probe.toml (as ``##`` lines) after the plugin's own table.
+    sample_instances: str = ""
+
+
+def instance_name(plugin: str, label: str = "") -> str:
+    """A sensor's name: the plugin's, or ``<plugin>.<label>`` for one of several instances
+    (in logs, in ``sensor_error`` readings and in probe.toml's summary)."""
+    return f"{plugin}.{label}" if label else plugin
+
+
+def plugin_of(name: str) -> str:
+    """The plugin of a sensor instance named by :func:`instance_name`."""
+    return name.split(".", 1)[0]
 
 
 _REGISTRY: dict[str, SensorPlugin] = {}

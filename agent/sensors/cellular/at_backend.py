@@ -2,13 +2,17 @@
 
 3GPP ``+CREG/+CGREG/+CEREG/+C5GREG`` (with ``<n>`` = 2, so every modem names its LAC/TAC
 and cell id), ``+COPS``, ``+CSQ``, ``+CESQ``, plus the vendor serving-cell report:
-Quectel ``AT+QENG="servingcell"`` and ``AT+QCSQ``, SIMCom ``AT+CPSI?``.
+Quectel ``AT+QENG="servingcell"`` and ``AT+QCSQ``, SIMCom ``AT+CPSI?``. ``AT+CIMI``
+gives the SIM's IMSI (its home network), and with ``imei`` set ``AT+CGSN`` checks that
+the modem on the port is the one configured.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from agent.sensors.base import SensorError
 from agent.sensors.cellular.at_parsers.generic import (
@@ -25,9 +29,22 @@ from agent.sensors.cellular.at_parsers.generic import (
 )
 from agent.sensors.cellular.at_parsers.quectel import parse_qcsq, parse_qeng
 from agent.sensors.cellular.at_parsers.simcom import parse_cpsi
-from agent.sensors.cellular.at_session import AtSession, SerialOpener, require_complete
+from agent.sensors.cellular.at_session import AtReply, AtSession, SerialOpener, require_complete
 from agent.sensors.cellular.settings import Settings
+from agent.sensors.cellular.sim import home_network
 from agent.sensors.cellular.state import CellularState
+
+
+def parse_digits_reply(reply: AtReply, prefix: str) -> str | None:
+    """The number a modem prints alone on a line (``AT+CIMI``, ``AT+CGSN``), or after
+    ``+CGSN:`` (some firmware quote it): None unless the reply is complete."""
+    if not reply.ok:
+        return None
+    for line in reply.lines:
+        text = line.removeprefix(prefix + ":").strip().strip('"')
+        if re.fullmatch(r"[0-9]{6,17}", text):
+            return text
+    return None
 
 
 class AtBackend:
@@ -62,7 +79,16 @@ class AtBackend:
                 f"is this its AT port (try ttyUSB2/ttyUSB3)?"
             )
         at.command("ATE0")  # no echo: fewer lines to skip
+        if settings_imei := self._settings.imei:
+            imei = parse_digits_reply(at.command("AT+CGSN"), "+CGSN")
+            if imei != settings_imei:
+                raise SensorError(
+                    f"the modem on {self._settings.port} has IMEI {imei or 'unknown'}, not "
+                    f"{settings_imei}: is the port of another modem configured here? Use its "
+                    f"/dev/serial/by-id/ path (`ls -l /dev/serial/by-id/`)"
+                )
         check_sim(at.command("AT+CPIN?"))
+        imsi = parse_digits_reply(at.command("AT+CIMI"), "+CIMI")
         # <n> = 2: the read commands then name the LAC/TAC and cell id (27.007 §7.2),
         # the only way to a cell identity on modems without a vendor report.
         for prefix in REGISTRATION_PREFIXES:
@@ -76,14 +102,16 @@ class AtBackend:
         registrations = [info.registration if info else None for info in infos]
         registration = consolidate_registration(registrations)
         if registration not in ("home", "roaming"):
-            return CellularState(registration=registration)
+            return CellularState(
+                registration=registration, sim_operator_code=home_network(None, imsi)
+            )
         at.command("AT+COPS=3,0")  # long alphanumeric operator name
         operator_name, _ = parse_cops(at.command("AT+COPS?"), expected_format=0)
         at.command("AT+COPS=3,2")  # numeric MCC-MNC
         operator_code, cops_technology = parse_cops(at.command("AT+COPS?"), expected_format=2)
         csq = csq_rssi_dbm(at.command("AT+CSQ"))
         cesq = parse_cesq(at.command("AT+CESQ"))
-        return state_from_at(
+        state = state_from_at(
             registrations,
             operator_name,
             operator_code,
@@ -93,6 +121,8 @@ class AtBackend:
             self._serving_cell(at),
             registered=registered_cell(infos),
         )
+        home = state.operator_code if registration == "home" else None
+        return replace(state, sim_operator_code=home_network(None, imsi, registered_home=home))
 
     def _serving_cell(self, at: AtSession) -> ServingCell | None:
         if self._vendor is None:

@@ -1,8 +1,13 @@
 """The ModemManager backend: ``mmcli -J`` output in, :class:`CellularState` out.
 
-``mmcli -L -J``, ``mmcli -m N -J``, ``--signal-get -J``, ``--location-get -J``.
-ModemManager only measures the extended values (RSRP, RSRQ, SINR...) once polling is
-switched on, so the backend calls ``--signal-setup`` once when it finds polling off.
+``mmcli -L -J``, ``mmcli -m N -J``, ``--signal-get -J``, ``--location-get -J``, and the
+SIM's ``mmcli -i K -J`` (its home network). ModemManager only measures the extended
+values (RSRP, RSRQ, SINR...) once polling is switched on, so the backend calls
+``--signal-setup`` once when it finds polling off.
+
+A modem bound by identity (``imei``, ``usb_path``, ``device_id``) is looked up afresh
+every round among the modems ModemManager lists: the index N is ModemManager's object
+number, which changes whenever a modem re-enumerates (a reboot, a USB reset).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any, Final
 from agent.sensors._system import CommandRunner, run_command
 from agent.sensors.base import SensorError
 from agent.sensors.cellular.settings import Settings
+from agent.sensors.cellular.sim import home_network
 from agent.sensors.cellular.state import GENERATION_ORDER, CellularState, hex_int
 from coverwatch.protocol import Registration, Technology
 
@@ -86,6 +92,18 @@ class MmcliModem:
     operator_name: str | None
     signal_quality_pct: float | None
     has_sim: bool = True
+    # Identity: IMEI (equipment-identifier), sysfs device path, ModemManager's
+    # device-identifier hash, and the SIM object's index (mmcli -i K).
+    imei: str | None = None
+    device: str | None = None
+    device_id: str | None = None
+    sim_index: int | None = None
+
+    def identity(self) -> str:
+        """How a technician would recognise this modem in a message."""
+        usb = self.device.rsplit("/", 1)[-1] if self.device else None
+        parts = [f"IMEI {self.imei}" if self.imei else "", f"USB {usb}" if usb else ""]
+        return ", ".join(part for part in parts if part) or "no identity"
 
 
 def _mm_value(value: Any) -> str | None:
@@ -146,6 +164,7 @@ def parse_mmcli_modem(text: str) -> MmcliModem:
     recent = _mm_value(quality.get("recent")) != "no"
     # The SIM object path; "/" (an empty D-Bus path) or "--" when no SIM is inserted.
     sim = _mm_value(generic.get("sim"))
+    sim_index = re.search(r"/SIM/(\d+)$", sim or "")
     return MmcliModem(
         state=state,
         failed_reason=_mm_value(generic.get("state-failed-reason")),
@@ -156,7 +175,57 @@ def parse_mmcli_modem(text: str) -> MmcliModem:
         operator_name=_mm_value(gpp.get("operator-name")),
         signal_quality_pct=mm_number(quality.get("value")) if recent else None,
         has_sim=sim not in (None, "/"),
+        imei=_mm_value(generic.get("equipment-identifier")) or _mm_value(gpp.get("imei")),
+        device=_mm_value(generic.get("device")),
+        device_id=_mm_value(generic.get("device-identifier")),
+        sim_index=int(sim_index.group(1)) if sim_index else None,
     )
+
+
+@dataclass(frozen=True)
+class MmcliSim:
+    """The parts of ``mmcli -i K -J`` the sensor uses."""
+
+    imsi: str | None
+    iccid: str | None
+    operator_code: str | None  # the home network ModemManager read from the SIM
+
+
+def parse_mmcli_sim(text: str) -> MmcliSim:
+    sim = _load_json(text, "mmcli -i K -J").get("sim") or {}
+    properties = sim.get("properties") or {}
+    return MmcliSim(
+        imsi=_mm_value(properties.get("imsi")),
+        iccid=_mm_value(properties.get("iccid")),
+        operator_code=_mm_value(properties.get("operator-code")),
+    )
+
+
+def matches(settings: Settings, modem: MmcliModem) -> bool:
+    """Whether ``modem`` is the one the settings bind to (every identity given must agree)."""
+    if settings.imei and modem.imei != settings.imei:
+        return False
+    if settings.device_id and modem.device_id != settings.device_id:
+        return False
+    if settings.usb_path:
+        wanted = settings.usb_path.rstrip("/")
+        device = (modem.device or "").rstrip("/")
+        if not (device == wanted or device.endswith("/" + wanted.rsplit("/", 1)[-1])):
+            return False
+    return True
+
+
+def bound_by_identity(settings: Settings) -> bool:
+    return bool(settings.imei or settings.usb_path or settings.device_id)
+
+
+def describe_identity(settings: Settings) -> str:
+    parts = [
+        f"IMEI {settings.imei}" if settings.imei else "",
+        f"USB path {settings.usb_path}" if settings.usb_path else "",
+        f"device id {settings.device_id}" if settings.device_id else "",
+    ]
+    return " and ".join(part for part in parts if part)
 
 
 @dataclass(frozen=True)
@@ -283,8 +352,11 @@ class ModemManagerBackend:
         return listed
 
     def _choose(self, listed: list[int]) -> tuple[int, MmcliModem]:
-        """The configured modem, or with index -1 the first listed that has a SIM (a
-        modem without one says nothing about coverage); the first when none has."""
+        """The configured modem: by identity, by index, or with index -1 the first listed
+        that has a SIM (a modem without one says nothing about coverage); the first when
+        none has."""
+        if bound_by_identity(self._settings):
+            return self._find(listed)
         index = self._settings.modem_index
         if index >= 0:
             if index not in listed:
@@ -303,9 +375,39 @@ class ModemManagerBackend:
         assert first is not None  # listed is never empty here
         return first
 
+    def _find(self, listed: list[int]) -> tuple[int, MmcliModem]:
+        seen: list[MmcliModem] = []
+        for candidate in listed:
+            modem = parse_mmcli_modem(self._mmcli("-m", str(candidate), "-J"))
+            if matches(self._settings, modem):
+                return candidate, modem
+            seen.append(modem)
+        others = "; ".join(modem.identity() for modem in seen)
+        label = f"modem {self._settings.name!r}" if self._settings.name else "the modem"
+        raise SensorError(
+            f"{label} ({describe_identity(self._settings)}) is not among the {len(listed)} "
+            f"modem(s) ModemManager lists ({others}): is it plugged in and powered (`lsusb`)? "
+            f"Compare with `mmcli -m N -J` (equipment-identifier, device)"
+        )
+
+    def sim_operator(self, modem: MmcliModem) -> str | None:
+        """The SIM's home network, or None when the SIM cannot say (no reading is lost)."""
+        if modem.sim_index is None:
+            return None
+        try:
+            sim = parse_mmcli_sim(self._mmcli("-i", str(modem.sim_index), "-J"))
+        except SensorError:
+            return None
+        home = modem.operator_code if modem.registration == "home" else None
+        return home_network(sim.operator_code, sim.imsi, registered_home=home)
+
     def measure(self) -> CellularState:
         index, modem = self._choose(self._list())
         check_mmcli_modem(index, modem)
+        state = self._measure(index, modem)
+        return replace(state, sim_operator_code=self.sim_operator(modem))
+
+    def _measure(self, index: int, modem: MmcliModem) -> CellularState:
         if modem.registration not in ("home", "roaming"):
             return state_from_mmcli(modem, None)
         signal = parse_mmcli_signal(self._mmcli("-m", str(index), "--signal-get", "-J"))

@@ -1,4 +1,12 @@
-"""The ``[sensors.cellular]`` table: one declaration, read by the sensor and its backends."""
+"""The ``[sensors.cellular]`` table: one declaration, read by the sensor and its backends.
+
+A probe with one modem has one ``[sensors.cellular]`` table. A multi-modem kit has one
+``[[sensors.cellular]]`` table per modem (a TOML array of tables, as Telegraf's
+``[[inputs.x]]``), each with a ``name`` and the modem's stable identity: ``imei``,
+``usb_path`` or ``device_id`` (ModemManager), or ``port`` (AT, a /dev/serial/by-id/
+path). Never ``modem_index``: ModemManager numbers modems anew whenever they
+re-enumerate, so after a reboot index 0 can be another SIM.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Final
 
 BACKENDS: Final = ("auto", "mmcli", "at")
+# A modem's name in readings, logs and the sensor's name (cellular.<name>).
+MODEM_NAME_RE: Final = r"[a-z0-9][a-z0-9_-]{0,31}"
 
 
 @dataclass(frozen=True)
@@ -18,18 +28,51 @@ class Settings:
             "port)."
         },
     )
+    name: str = field(
+        default="",
+        metadata={
+            "help": "This modem's short label (1-32 lowercase letters, digits, '-' or '_', "
+            "e.g. viettel), sent with each reading as `modem`; required, and unique, in every "
+            "[[sensors.cellular]] table of a multi-modem kit."
+        },
+    )
+    imei: str = field(
+        default="",
+        metadata={
+            "help": "Read the modem with this IMEI (15 digits: `mmcli -m N -J` "
+            "equipment-identifier, or AT+CGSN). The stable way to bind a table to a modem."
+        },
+    )
+    usb_path: str = field(
+        default="",
+        metadata={
+            "help": "Or: the modem in this USB socket, as the end of ModemManager's "
+            "`generic.device` sysfs path, e.g. 1-1.2 (stable while the modem stays in the "
+            "same socket)."
+        },
+    )
+    device_id: str = field(
+        default="",
+        metadata={
+            "help": "Or: ModemManager's `generic.device-identifier` (a 40-character hash of "
+            "the device's USB ids and serial)."
+        },
+    )
     modem_index: int = field(
         default=-1,
         metadata={
             "help": "ModemManager modem index (the N in `mmcli -m N`); -1 takes the first "
-            "modem `mmcli -L` lists that has a SIM."
+            "modem `mmcli -L` lists that has a SIM. It changes when the modem re-enumerates: "
+            "not allowed with several modems (use imei, usb_path or device_id)."
         },
     )
     port: str = field(
         default="/dev/ttyUSB2",
         metadata={
             "help": "AT command port for the 'at' backend (Quectel EC25/EG25 and SIMCom "
-            "SIM7600 answer AT on ttyUSB2)."
+            "SIM7600 answer AT on ttyUSB2). With several modems give each its "
+            "/dev/serial/by-id/... path (`ls -l /dev/serial/by-id/`): ttyUSBn numbers "
+            "change with the plugging order."
         },
     )
     baud: int = field(default=115200, metadata={"help": "AT port speed in baud."})

@@ -31,21 +31,28 @@ class CellularState:
     rscp_dbm: float | None = None
     ecio_db: float | None = None
     signal_quality_pct: float | None = None
+    # The SIM's home network (MCC-MNC), known with or without service.
+    sim_operator_code: str | None = None
 
-    def to_reading(self, stamp: Stamp) -> SignalReading:
+    def to_reading(self, stamp: Stamp, *, modem: str | None = None) -> SignalReading:
         """The wire reading. Values outside the protocol's ranges become None, and a modem
-        that is not registered sends its registration alone (docs/protocol.md)."""
+        that is not registered sends its registration alone (docs/protocol.md), with the
+        modem's name and the SIM's network, which say whose coverage is missing."""
+        label = modem[:255] if modem else None
+        sim_operator_code = _code(self.sim_operator_code)
         if self.registration not in ("home", "roaming"):
-            return SignalReading(**stamp.base(), registration=self.registration)
-        operator_code = self.operator_code
-        if operator_code is not None and not re.fullmatch(r"[0-9]{5,6}", operator_code):
-            operator_code = None
+            return SignalReading(
+                **stamp.base(),
+                registration=self.registration,
+                modem=label,
+                sim_operator_code=sim_operator_code,
+            )
         name = self.operator_name[:255] if self.operator_name else None
         return SignalReading(
             **stamp.base(),
             registration=self.registration,
             technology=self.technology,
-            operator_code=operator_code,
+            operator_code=_code(self.operator_code),
             operator_name=name,
             cell_id=_int_within(self.cell_id, 0, 2**36 - 1),
             tac=_int_within(self.tac, 0, 2**24 - 1),
@@ -56,7 +63,14 @@ class CellularState:
             rscp_dbm=within(self.rscp_dbm, -130, -20),
             ecio_db=within(self.ecio_db, -40, 0),
             signal_quality_pct=within(self.signal_quality_pct, 0, 100),
+            modem=label,
+            sim_operator_code=sim_operator_code,
         )
+
+
+def _code(code: str | None) -> str | None:
+    """An MCC-MNC the protocol accepts, else None."""
+    return code if code is not None and re.fullmatch(r"[0-9]{5,6}", code) else None
 
 
 def _int_within(value: int | None, low: int, high: int) -> int | None:
