@@ -885,7 +885,10 @@ def build_rollups(
         left = rollups.pending_hours(c)
         days = c.execute("SELECT count(*) FROM rollup_dirty_day").fetchone()
     if left or (days and days[0]):
-        raise SystemExit(f"{left} probe-hours ({days}) still marked after refresh_all")
+        raise SystemExit(
+            f"{left} probe-hours and {days[0] if days else 0} probe-days still marked "
+            "after refresh_all"
+        )
 
 
 def table_sizes(url: str, layout: str) -> dict[str, tuple[int, int]]:

@@ -362,7 +362,8 @@ END
 $$;
 
 -- Rebuild the days of up to p_limit day marks from the hourly stores and delete those
--- marks; the number of days rebuilt. Marks another session holds are skipped.
+-- marks; the number of marks done (a day has a mark per refresh that touched it, so
+-- fewer days). Marks another session holds are skipped.
 CREATE FUNCTION coverage_refresh_days(p_limit integer DEFAULT 2000)
 RETURNS integer LANGUAGE plpgsql
 SET jit = off
@@ -397,7 +398,7 @@ BEGIN
     END LOOP;
     PERFORM coverage_rebuild_days(v_probes, v_days);
     DELETE FROM rollup_dirty_day WHERE ctid = ANY (v_marks);
-    RETURN cardinality(v_probes);
+    RETURN cardinality(v_marks);
 END
 $$;
 
