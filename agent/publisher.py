@@ -101,6 +101,9 @@ class PublisherOptions:
     confirm_timeout_s: float = CONFIRM_TIMEOUT_S
     confirm_timeout_max_s: float = CONFIRM_TIMEOUT_MAX_S
     max_unconfirmed_readings: int = MAX_UNCONFIRMED_READINGS
+    # How readings batches travel: "compact" (DEFLATE, docs/protocol.md) or "json" for
+    # collectors older than the compact encoding.
+    encoding: str = protocol.DEFAULT_ENCODING
 
     @property
     def client_id(self) -> str:
@@ -629,11 +632,14 @@ class Publisher:
         )
         if len(payload) > protocol.MAX_PAYLOAD_BYTES and len(readings) > 1:
             # The collector refuses a message over the limit whole (long sensor errors
-            # can get a batch there): halve it until each half fits.
+            # can get a batch there), compact ones by their inflated size: halve it until
+            # each half fits.
             half = len(readings) // 2
             self._publish(readings[:half], attempt=attempt)
             self._publish(readings[half:], attempt=attempt)
             return
+        if self.options.encoding == "compact":
+            payload = protocol.compress(payload)
         seqs = [reading.seq for reading in readings]
         with self._state_lock:
             # A re-sent reading is in flight again, no longer awaiting its old send.
