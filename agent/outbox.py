@@ -391,7 +391,9 @@ class Outbox:
 
             # A lost delete only means a harmless re-send, so deletes skip the fsync
             # (WAL + synchronous=NORMAL); the next stored round's FULL commit syncs them.
-            if self._synchronous == "FULL":
+            # With the round log, rounds no longer commit to SQLite: deletes sync
+            # themselves (they only happen to a backlog, which is rare).
+            if self._synchronous == "FULL" and self._log is None:
                 self._db.execute("PRAGMA synchronous=NORMAL")
             try:
                 self._db.execute("BEGIN IMMEDIATE")

@@ -46,6 +46,12 @@ _RECORD_MAGIC = b"CWRR"
 _SECTOR_SIZES = (512, 4096)
 
 
+def datasync(fd: int, /) -> None:
+    """What makes an append durable (``os.fdatasync``); a module attribute so that the
+    power-cut tests can show that they catch its absence."""
+    os.fdatasync(fd)
+
+
 def deflate(data: bytes) -> bytes:
     deflater = zlib.compressobj(
         6, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, COMPACT_DICTIONARY
@@ -64,10 +70,10 @@ class RoundLogLocked(Exception):
 class RoundLog:
     """Append-only log of payloads, each durable (fdatasync) before append returns."""
 
-    def __init__(self, path: Path, outbox_id: str, *, size: int = LOG_BYTES) -> None:
+    def __init__(self, path: Path, outbox_id: str, *, size: int | None = None) -> None:
         self.path = path
         self.outbox_id = outbox_id
-        self.size = size
+        self.size = size = size or LOG_BYTES
         fresh = not path.exists() or path.stat().st_size < size
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -150,7 +156,7 @@ class RoundLog:
                     self.sector = sector
                     try:
                         _pwrite_aligned(direct_fd, 0, self._header(), sector)
-                        os.fdatasync(direct_fd)
+                        datasync(direct_fd)
                     except OSError as error:
                         if error.errno != errno.EINVAL:
                             os.close(direct_fd)
@@ -174,7 +180,7 @@ class RoundLog:
                 self._direct_fd, data + bytes(_padded(len(data), self.sector) - len(data)), offset
             )
         # The round is on the card before add() returns: this is the durability promise.
-        os.fdatasync(self._direct_fd)
+        datasync(self._direct_fd)
 
 
 def read_records(path: Path, outbox_id: str) -> Iterator[bytes]:
