@@ -17,6 +17,11 @@ probes). Renaming or removing a field, changing a unit or range, or making a fie
 required needs version 2 (new topic prefix ``coverwatch/v2`` and ``"v": 2``). A new
 reading kind is additive too, but collectors must be upgraded before probes send it:
 an unknown kind is rejected (and dead-lettered), never silently dropped.
+
+Encodings: a readings batch or an ack is JSON, or the same JSON deflated against
+:data:`COMPACT_DICTIONARY` behind the byte 0x02 (:func:`compress`, ``encoding =
+"compact"``). The decoders take either: a compact payload is inflated (bounded) and then
+goes through exactly the same validation.
 """
 
 from __future__ import annotations
