@@ -145,6 +145,9 @@ class Outbox:
         # Readings of the round log, by seq (all newer than any in SQLite).
         self._memory: dict[int, _Entry] = {}
         self._log: roundlog.RoundLog | None = None
+        # The highest seq the round log gave out (readings confirmed while in the log
+        # never reach SQLite's AUTOINCREMENT counter): seqs are never reused.
+        self._seq_floor = 0
         self._bounds_checked_at = self._now()
         if round_log and durable:
             self._open_round_log(path.with_name(path.name + "-rounds"))
@@ -156,9 +159,11 @@ class Outbox:
         except roundlog.RoundLogLocked:
             # Another Outbox owns it: see its durable rounds, write to SQLite only.
             self._memory = self._entries(roundlog.read_records(log_path, self.outbox_id))
+            self._seq_floor = roundlog.read_header(log_path, self.outbox_id)[1]
             return
         self._memory = self._entries(log.replay())
-        log.generation = roundlog.read_generation(log_path)
+        log.generation, self._seq_floor = roundlog.read_header(log_path, self.outbox_id)
+        log.high_seq = max(self._seq_floor, max(self._memory, default=0))
         # Rounds left by a crash or power cut go to SQLite, then a new generation starts.
         with self._lock:
             self._flush_memory()
@@ -274,12 +279,20 @@ class Outbox:
             logged = self._add_to_log(readings, now)
             if logged is not None:
                 return logged
+        floor = max(self._seq_floor, max(self._memory, default=0))
         with self._transaction() as db:
             for reading in readings:
+                row = db.execute(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'readings'"
+                ).fetchone()
+                # Above any seq the round log gave out (NULL: SQLite's next one).
+                explicit = max(floor, int(row[0]) if row else 0) + 1 if floor else None
                 cursor = db.execute(
-                    "INSERT INTO readings (boot_id, monotonic_ms, ntp_synced, stored_at, body) "
-                    "VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO readings "
+                    "(seq, boot_id, monotonic_ms, ntp_synced, stored_at, body) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
                     (
+                        explicit,
                         reading.boot_id,
                         reading.monotonic_ms,
                         int(reading.ntp_synced),
@@ -303,7 +316,7 @@ class Outbox:
             row = self._db.execute(
                 "SELECT seq FROM sqlite_sequence WHERE name = 'readings'"
             ).fetchone()
-            first = max(int(row[0]) if row else 0, max(self._memory, default=0)) + 1
+            first = max(int(row[0]) if row else 0, log.high_seq) + 1
             seqs = list(range(first, first + len(readings)))
             bodies = [_encoder.encode(reading) for reading in readings]
             payload = roundlog.deflate(
@@ -326,6 +339,7 @@ class Outbox:
                 if not log.fits(len(payload)):
                     return None  # a round bigger than the whole log: SQLite takes it
             log.append(payload)  # durable from here: the round is taken
+            log.high_seq = seqs[-1]
             for seq, reading, body in zip(seqs, readings, bodies, strict=True):
                 self._memory[seq] = _Entry(
                     reading.boot_id, reading.monotonic_ms, reading.ntp_synced, now, body

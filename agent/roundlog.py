@@ -13,7 +13,9 @@ device wants 4 KB alignment, the log falls back to 4 KB sectors or to ordinary b
 writes; durability is the same (``fdatasync`` before ``append`` returns), only the bytes
 written differ.
 
-Layout: sector 0 holds the header (magic, generation, sector size, outbox id, CRC).
+Layout: sector 0 holds the header (magic, generation, sector size, outbox id, the highest
+seq given out so far, CRC): readings confirmed and forgotten while in the log never
+reach SQLite's AUTOINCREMENT counter, so the log keeps the seq high-water mark itself.
 Records follow, each starting on a sector boundary: magic, generation, payload length,
 CRC-32 of generation, length and payload, then the payload. Replay reads records from
 sector 1 while magic, generation and CRC hold: a torn last record (its ``append`` never
@@ -39,8 +41,9 @@ from pathlib import Path
 from coverwatch.protocol import COMPACT_DICTIONARY
 
 LOG_BYTES = 256 * 1024  # ~500 rounds (8 hours at the default cadence) before a flush
-_HEADER = struct.Struct("<8sQI36s")  # magic, generation, sector size, outbox id
-_HEADER_MAGIC = b"CWRLOG01"
+# magic, generation, sector size, outbox id, highest seq ever given out
+_HEADER = struct.Struct("<8sQI36sQ")
+_HEADER_MAGIC = b"CWRLOG02"
 _RECORD = struct.Struct("<4sQII")  # magic, generation, payload length, crc32
 _RECORD_MAGIC = b"CWRR"
 _SECTOR_SIZES = (512, 4096)
@@ -92,6 +95,7 @@ class RoundLog:
         self.sector = _SECTOR_SIZES[-1]
         self.direct = False
         self.generation = 0
+        self.high_seq = 0  # written into the header at each reset
         self.end = 0  # where the next record goes
         self.records = 0
 
@@ -139,7 +143,11 @@ class RoundLog:
 
     def _header(self) -> bytes:
         body = _HEADER.pack(
-            _HEADER_MAGIC, self.generation, self.sector, self.outbox_id.encode("ascii")
+            _HEADER_MAGIC,
+            self.generation,
+            self.sector,
+            self.outbox_id.encode("ascii"),
+            self.high_seq,
         )
         return body + struct.pack("<I", zlib.crc32(body))
 
@@ -197,7 +205,7 @@ def read_records(path: Path, outbox_id: str) -> Iterator[bytes]:
     (crc,) = struct.unpack_from("<I", data, _HEADER.size)
     if zlib.crc32(body) != crc:
         return
-    magic, generation, sector, owner = _HEADER.unpack(body)
+    magic, generation, sector, owner, _ = _HEADER.unpack(body)
     if magic != _HEADER_MAGIC or owner.decode("ascii", "replace") != outbox_id:
         return
     if sector not in _SECTOR_SIZES:
@@ -215,17 +223,24 @@ def read_records(path: Path, outbox_id: str) -> Iterator[bytes]:
         offset += _padded(_RECORD.size + length, sector)
 
 
-def read_generation(path: Path) -> int:
-    """The generation in the log's header (0 if none), so a new owner goes on from it."""
+def read_header(path: Path, outbox_id: str) -> tuple[int, int]:
+    """(generation, highest seq given out) from the log's header; (0, 0) if it has none
+    or belongs to another outbox."""
     try:
         with path.open("rb") as file:
-            body = file.read(_HEADER.size)
+            data = file.read(_HEADER.size + 4)
     except FileNotFoundError:
-        return 0
-    if len(body) < _HEADER.size:
-        return 0
-    magic, generation, _, _ = _HEADER.unpack(body)
-    return int(generation) if magic == _HEADER_MAGIC else 0
+        return 0, 0
+    if len(data) < _HEADER.size + 4:
+        return 0, 0
+    body = data[: _HEADER.size]
+    (crc,) = struct.unpack_from("<I", data, _HEADER.size)
+    magic, generation, _, owner, high_seq = _HEADER.unpack(body)
+    if zlib.crc32(body) != crc or magic != _HEADER_MAGIC:
+        return 0, 0
+    if owner.decode("ascii", "replace") != outbox_id:
+        return 0, 0
+    return int(generation), int(high_seq)
 
 
 def _crc(generation: int, length: int, payload: bytes) -> int:

@@ -23,7 +23,16 @@ from tests.test_protocol_properties import COMMON, JSON_VALUES, batches
 TOPIC = "coverwatch/v1/cb-001/readings"
 ACK_TOPIC = "coverwatch/v1/cb-001/ack"
 OUTBOX_ID = "0b9c6a52-4a63-4c8e-9d0f-6b7d1f2e3a4b"
-HUGE_SEQ = b'{"v":1,"probe_id":"cb-001","readings":[{"seq":' + b"9" * 5000 + b"}]}"
+HUGE_SEQ = (
+    json.dumps({"v": 1, "probe_id": "cb-001", "readings": [signal(1)]})
+    .encode()
+    .replace(b'"seq": 1', b'"seq": ' + b"9" * 5000)
+)
+DEEP_READING = (
+    json.dumps({"v": 1, "probe_id": "cb-001", "readings": [signal(1, operator_name="x")]})
+    .encode()
+    .replace(b'"x"', b"[" * 5000 + b"]" * 5000)
+)
 
 
 BASE: dict[str, Any] = {
@@ -91,7 +100,7 @@ def test_acks_round_trip_compact_and_json() -> None:
     )
     for encoding in protocol.ENCODINGS:
         assert decode_ack(ACK_TOPIC, protocol.encode_as(ack, encoding)) == ack
-    assert len(protocol.encode_as(ack, "compact")) < 50
+    assert len(protocol.encode_as(ack, "compact")) < 70  # JSON: 111 bytes, 150 with "at"
 
 
 def test_a_compact_batch_gets_the_same_validation_as_json() -> None:
@@ -102,7 +111,10 @@ def test_a_compact_batch_gets_the_same_validation_as_json() -> None:
     }
     from_json = decode_readings(TOPIC, json.dumps(bad).encode())
     from_compact = decode_readings(TOPIC, compact_json(bad))
-    assert from_compact == from_json
+    assert from_compact.batch == from_json.batch
+    assert [(r.index, str(r.error), r.raw) for r in from_compact.rejected] == [
+        (r.index, str(r.error), r.raw) for r in from_json.rejected
+    ]
     assert [r.error.field for r in from_compact.rejected] == [
         "readings[1].rsrp_dbm",
         "readings[2].kind",
@@ -113,6 +125,8 @@ def test_a_compact_batch_gets_the_same_validation_as_json() -> None:
         decode_readings(TOPIC, compact_json(other))
     with pytest.raises(ProtocolError, match="unsupported protocol version 2"):
         decode_readings(TOPIC, compact_json({**bad, "v": 2}))
+    huge = decode_readings(TOPIC, protocol.compress(HUGE_SEQ))  # a number of 5,000 digits
+    assert [r.error.field for r in huge.rejected] == ["readings[0].seq"]
 
 
 @pytest.mark.parametrize(
@@ -123,10 +137,11 @@ def test_a_compact_batch_gets_the_same_validation_as_json() -> None:
         (protocol.compress(b'{"v":1}')[:-3], "truncated"),
         (protocol.compress(b'{"v":1}') + b"tail", "after its DEFLATE stream"),
         (protocol.compress(b" " * (protocol.MAX_PAYLOAD_BYTES + 1)), "inflates to more than"),
-        (protocol.compress(b"[" * 100_000 + b"]" * 100_000), "nested too deeply"),
-        (protocol.compress(b'{"v":1,"probe_id":"cb-001\x00","readings":[]}'), "probe_id"),
+        (protocol.compress(DEEP_READING), "nested too deeply"),
+        (protocol.compress(b"[" * 100_000 + b"]" * 100_000), ""),
+        (protocol.compress(b'{"v":1,"probe_id":"cb-001\\u0000","readings":[{}]}'), "probe id"),
+        (protocol.compress(b'{"v":1,"probe_id":"cb-001\x00","readings":[{}]}'), "JSON"),
         (protocol.compress(b'{"v":1,"probe_id":"\xff\xfe","readings":[]}'), "UTF-8"),
-        (protocol.compress(HUGE_SEQ), ""),
         (b"\x02" + zlib.compress(b"{}")[2:], ""),
     ],
 )  # fmt: skip
