@@ -149,11 +149,14 @@ class Outbox:
         # never reach SQLite's AUTOINCREMENT counter): seqs are never reused.
         self._seq_floor = 0
         self._bounds_checked_at = self._now()
-        if round_log and durable:
-            self._open_round_log(path.with_name(path.name + "-rounds"))
+        log_path = path.with_name(path.name + "-rounds")
+        if (round_log and durable) or log_path.exists():
+            # Also without the round log: rounds a round-log outbox left behind move to
+            # SQLite, and its seq high-water mark is kept.
+            self._open_round_log(log_path, keep=round_log and durable)
         self._anchors = self._load_anchors()
 
-    def _open_round_log(self, log_path: Path) -> None:
+    def _open_round_log(self, log_path: Path, *, keep: bool) -> None:
         try:
             log = roundlog.RoundLog(log_path, self.outbox_id)
         except roundlog.RoundLogLocked:
@@ -168,7 +171,10 @@ class Outbox:
         with self._lock:
             self._flush_memory()
         log.reset()
-        self._log = log
+        if keep:
+            self._log = log
+        else:
+            log.close()
 
     def _entries(self, payloads: Iterable[bytes]) -> dict[int, _Entry]:
         with self._lock:
@@ -191,6 +197,16 @@ class Outbox:
 
     def _flush_memory(self) -> None:
         """Move the round log's readings into SQLite durably, check the bounds (lock held)."""
+        if self._memory and self._synchronous != "FULL":
+            # A new log generation voids these rounds next: SQLite must hold them first,
+            # even in an outbox that is otherwise not durable (durable=False).
+            self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            self._insert_memory()
+        finally:
+            self._db.execute(f"PRAGMA synchronous={self._synchronous}")
+
+    def _insert_memory(self) -> None:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self._db.executemany(

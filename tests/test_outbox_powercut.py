@@ -202,12 +202,12 @@ def test_the_harness_detects_loss_without_fsync(lazyfs: LazyFS, name: str) -> No
     )
 
 
-@pytest.mark.parametrize(
-    "name", [name for name, scenario in SCENARIOS.items() if not scenario.crashes_lazyfs]
-)
+@pytest.mark.parametrize("name", ["exit-right-after-add", "sigkill-mid-stream"])
 def test_the_round_log_without_its_fdatasync_loses_readings(lazyfs: LazyFS, name: str) -> None:
     """The round log's fdatasync made a no-op: the same scenarios must be caught losing
-    what add returned (the crash scenarios need the fsync to crash on)."""
+    what add returned. (Not the crash scenarios, which need the fsync to crash on, nor
+    die-after-removes, whose removes move every unconfirmed reading into SQLite with a
+    synchronous=FULL commit, so there is nothing left for the missing fdatasync to lose.)"""
     ledger = run_writer(lazyfs, SCENARIOS[name].run, durable=True, mode="round-log-no-fsync")
     found = power_cut_and_reboot(lazyfs)
     found_problems = problems(ledger, found)

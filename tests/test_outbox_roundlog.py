@@ -147,3 +147,18 @@ def test_round_log_false_stores_every_round_in_sqlite(tmp_path: Path) -> None:
     assert rows_in_sqlite(path) == 1
     assert not log_of(path).exists()
     outbox.close()
+
+
+def test_an_outbox_opened_without_the_round_log_takes_over_its_rounds_and_seqs(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(path)
+    confirmed = outbox.add([power_reading()])
+    outbox.remove(confirmed)  # confirmed in the log: never in SQLite
+    left = outbox.add([power_reading(), system_reading()])
+    outbox.close()
+    plain = Outbox(path, round_log=False)
+    assert [r.seq for r in plain.pending()] == left == [2, 3]
+    assert plain.add([power_reading()]) == [4]  # not 1 again
+    plain.close()
