@@ -326,9 +326,7 @@ class Outbox:
             log = self._log
             assert log is not None
             if now - self._bounds_checked_at >= min(BOUNDS_CHECK_S, self.max_age_s):
-                # Before the append, while what is in memory is most likely confirmed
-                # and gone: the check then moves nothing and writes nothing.
-                self._flush_and_restart(log)
+                self._check_bounds(log, now)
             row = self._db.execute(
                 "SELECT seq FROM sqlite_sequence WHERE name = 'readings'"
             ).fetchone()
@@ -363,6 +361,23 @@ class Outbox:
             if len(self._memory) + self._stored_count_locked() > self.max_readings:
                 self._flush_and_restart(log)
         return seqs
+
+    def _check_bounds(self, log: roundlog.RoundLog, now: float) -> None:
+        """The age bound, without moving what is in memory unless it is too old itself
+        (a transaction that drops nothing writes nothing). Lock held."""
+        too_old = now - self.max_age_s
+        if any(e.ntp_synced and e.stored_at < too_old for e in self._memory.values()):
+            self._flush_and_restart(log)
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._enforce_bounds(self._db, now)
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        self._bounds_checked_at = now
 
     def _flush_and_restart(self, log: roundlog.RoundLog) -> None:
         """Memory to SQLite, bounds checked, then a new log generation (lock held)."""

@@ -487,11 +487,19 @@ class Publisher:
             self._resend.extend(due)
             self._resend_queued.update(due)
         # Deleting in batches spares the SD card a WAL page per confirmation; the
-        # confirmed set keeps these rows from being sent again meanwhile.
+        # confirmed set keeps these rows from being sent again meanwhile. The periodic
+        # delete waits for a moment when everything sent is confirmed (at the default
+        # cadence, right after a round's ack): the outbox's round log then only starts a
+        # new generation (one sector), where an unconfirmed round would have to move
+        # into SQLite first (~12 KB). It waits at most one more period.
+        since_removal = time.monotonic() - self._last_removal
+        with self._state_lock:
+            settled = not (self._inflight or self._awaiting or self._live or self._resend)
         if self._confirmed and (
             force_removal
             or self._confirmed.size() >= REMOVE_BATCH_READINGS
-            or time.monotonic() - self._last_removal >= REMOVE_EVERY_S
+            or (since_removal >= REMOVE_EVERY_S and settled)
+            or since_removal >= 2 * REMOVE_EVERY_S
         ):
             with self._state_lock:
                 removing = self._confirmed.ranges()
