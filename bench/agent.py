@@ -397,6 +397,18 @@ def _child(args: argparse.Namespace) -> None:
     outbox.close()
 
 
+def _mount_of(path: Path) -> str:
+    """The file system and mount options the outboxes live on (from /proc/self/mounts)."""
+    best = ("", "?")
+    resolved = str(path.resolve())
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        _, target, fstype, options, *_ = line.split()
+        inside = resolved == target or resolved.startswith(target.rstrip("/") + "/")
+        if inside and len(target) >= len(best[0]):
+            best = (target, f"{target} {fstype} ({options})")
+    return best[1]
+
+
 def _peak_rss_kb() -> int:
     """Peak resident set of this process since its ``execve`` (``VmHWM``), in KiB."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -473,6 +485,13 @@ def main() -> None:
         help="a PostgreSQL server to create a throwaway database on "
         "(default: $COVERWATCH_BENCH_DATABASE_URL, else an embedded PostgreSQL)",
     )
+    parser.add_argument(
+        "--state-root",
+        type=Path,
+        default=None,
+        help="where the agents' outboxes live (default: the scratch directory); e.g. a "
+        "file system mounted like a Pi's state directory (ext4 with lazytime)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--idle", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--duration", type=float, default=0, help=argparse.SUPPRESS)
@@ -498,8 +517,7 @@ def main() -> None:
                 ("accelerated", args.speedup, args.accelerated_s),
             ):
                 label = f"{settings}_{cadence}" if settings else cadence
-                state = Path(scratch) / label
-                state.mkdir()
+                state = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=args.state_root or scratch))
                 relay = CountingRelay(stack.broker_url.host, stack.broker_url.port)
                 url = dataclasses.replace(stack.broker_url, port=relay.port).with_credentials()
                 try:
@@ -524,6 +542,8 @@ def main() -> None:
         broker_name = stack.broker.name
 
     print(f"broker: {broker_name}; collector and PostgreSQL confirm every commit")
+    state_fs = _mount_of(args.state_root or Path(tempfile.gettempdir()))
+    print(f"outboxes on: {state_fs}")
     print(f"baseline: same interpreter and imports, idle: {idle['maxrss_kb'] / 1024:.1f} MB RSS")
     print(
         "today = encoding json, round_log false (the previous version's settings); "
