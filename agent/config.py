@@ -152,6 +152,13 @@ class MqttSection:
             "pauses beyond this (memory, and data wasted while the collector is away)"
         ),
     )
+    encoding: str = field(
+        default=protocol.DEFAULT_ENCODING,
+        metadata=_help(
+            '"compact" (DEFLATE, about a fifth of the bytes) or "json" (version 1 JSON, '
+            "for collectors older than the compact encoding; upgrade collectors first)"
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -167,6 +174,14 @@ class OutboxSection:
     max_age_days: float = field(
         default=outbox.MAX_AGE_S / 86_400,
         metadata=_help("drop unsent readings older than this (counted)"),
+    )
+    round_log: bool = field(
+        default=outbox.ROUND_LOG,
+        metadata=_help(
+            "append each round to <path>-rounds (one fsynced 512-byte sector) instead of "
+            "a SQLite transaction (~8 KB): readings the collector confirms in time never "
+            "reach SQLite; false stores every round in SQLite as older versions did"
+        ),
     )
 
 
@@ -614,6 +629,10 @@ def _check_semantics(config: ProbeConfig, problems: list[str]) -> None:
     if not config.mqtt.batch_readings <= config.mqtt.max_unconfirmed_readings <= 1_000_000:
         problems.append(
             "[mqtt] max_unconfirmed_readings must be at least batch_readings and at most 1000000"
+        )
+    if config.mqtt.encoding not in protocol.ENCODINGS:
+        problems.append(
+            f'[mqtt] encoding must be "compact" or "json", got {config.mqtt.encoding!r}'
         )
     if not 5 <= config.mqtt.keepalive_s <= 65535:
         problems.append(

@@ -35,6 +35,7 @@ def publisher_options(config: ProbeConfig, boot_id: str) -> PublisherOptions:
         confirm_timeout_s=mqtt.confirm_timeout_s,
         confirm_timeout_max_s=mqtt.confirm_timeout_max_s,
         max_unconfirmed_readings=mqtt.max_unconfirmed_readings,
+        encoding=mqtt.encoding,
     )
 
 
@@ -54,6 +55,7 @@ def run_daemon(
         config.outbox_path,
         max_readings=config.outbox.max_readings,
         max_age_s=config.outbox.max_age_days * 86_400,
+        round_log=config.outbox.round_log,
     )
     publisher = Publisher(publisher_options(config, clock.boot_id), outbox)
     sensors = build_sensors(config.sensors, SensorContext(state_dir=state_dir))

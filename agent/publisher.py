@@ -101,6 +101,9 @@ class PublisherOptions:
     confirm_timeout_s: float = CONFIRM_TIMEOUT_S
     confirm_timeout_max_s: float = CONFIRM_TIMEOUT_MAX_S
     max_unconfirmed_readings: int = MAX_UNCONFIRMED_READINGS
+    # How readings batches travel: "compact" (DEFLATE, docs/protocol.md) or "json" for
+    # collectors older than the compact encoding.
+    encoding: str = protocol.DEFAULT_ENCODING
 
     @property
     def client_id(self) -> str:
@@ -484,11 +487,19 @@ class Publisher:
             self._resend.extend(due)
             self._resend_queued.update(due)
         # Deleting in batches spares the SD card a WAL page per confirmation; the
-        # confirmed set keeps these rows from being sent again meanwhile.
+        # confirmed set keeps these rows from being sent again meanwhile. The periodic
+        # delete waits for a moment when everything sent is confirmed (at the default
+        # cadence, right after a round's ack): the outbox's round log then only starts a
+        # new generation (one sector), where an unconfirmed round would have to move
+        # into SQLite first (~12 KB). It waits at most one more period.
+        since_removal = time.monotonic() - self._last_removal
+        with self._state_lock:
+            settled = not (self._inflight or self._awaiting or self._live or self._resend)
         if self._confirmed and (
             force_removal
             or self._confirmed.size() >= REMOVE_BATCH_READINGS
-            or time.monotonic() - self._last_removal >= REMOVE_EVERY_S
+            or (since_removal >= REMOVE_EVERY_S and settled)
+            or since_removal >= 2 * REMOVE_EVERY_S
         ):
             with self._state_lock:
                 removing = self._confirmed.ranges()
@@ -629,11 +640,14 @@ class Publisher:
         )
         if len(payload) > protocol.MAX_PAYLOAD_BYTES and len(readings) > 1:
             # The collector refuses a message over the limit whole (long sensor errors
-            # can get a batch there): halve it until each half fits.
+            # can get a batch there), compact ones by their inflated size: halve it until
+            # each half fits.
             half = len(readings) // 2
             self._publish(readings[:half], attempt=attempt)
             self._publish(readings[half:], attempt=attempt)
             return
+        if self.options.encoding == "compact":
+            payload = protocol.compress(payload)
         seqs = [reading.seq for reading in readings]
         with self._state_lock:
             # A re-sent reading is in flight again, no longer awaiting its old send.

@@ -23,15 +23,34 @@ often per simulated minute as a probe does. A default-cadence run shorter than 1
 deletes nothing while it measures; its figure then adds the cost of the delete done
 at the clean stop (measured separately), pro rata of the run's length over 10 min.
 
-Last line: ``RESULT rss_mb=… cpu_pct=… disk_bytes_per_reading=…`` (default cadence).
-Targets (issue #4): RSS <= 40 MB, <= 2 % of one core at the default cadence.
+Wire: the agent talks to the broker through a TCP relay in the parent process that
+counts every byte of the MQTT connection both ways (readings, PUBACKs, the collector's
+acks, PINGs, status messages), inside the measuring window (the child marks its start
+and end on stdout). That is MQTT over TCP: the TCP/IP headers (~52 B per segment) and,
+on a production link, TLS records are not counted.
 
-    python -m bench.agent [--default-s 120] [--accelerated-s 30] [--database-url URL]
+Each configuration runs twice in the same run: **today's** (``encoding = "json"``,
+``round_log = false``: the settings of the previous version) and the **cheap probe's**
+defaults (compact encoding, round log), so the figures compare like with like.
+
+Last line: ``RESULT rss_mb=… cpu_pct=… disk_bytes_per_reading=… wire_bytes_per_reading=…``
+(default cadence, default settings) plus the same for today's settings (``json_…``).
+Targets (issue #4): RSS <= 40 MB, <= 2 % of one core at the default cadence; (issue 13
+item 6) <= 1 KB of disk and <= 150 B on the wire per reading at the default cadence.
+
+Both configurations are measured on the steady state: the window opens once the first
+round (every sensor at start) and the boot's clock anchor are stored and confirmed —
+costs paid once per boot, not per reading. A 300-s window then holds one cadence period:
+four one-minute rounds and one five-minute round (14 readings).
+
+    python -m bench.agent [--default-s 300] [--accelerated-s 30] [--database-url URL]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import os
 import subprocess
@@ -224,6 +243,63 @@ def production_stack(
                 )
 
 
+class CountingRelay:
+    """A TCP relay to the broker that counts the bytes each way (one connection at a time)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        import socket
+
+        self._upstream = (host, port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self.to_broker = 0
+        self.to_agent = 0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, name="bench-relay", daemon=True).start()
+
+    def counted(self) -> int:
+        with self._lock:
+            return self.to_broker + self.to_agent
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                agent_side, _ = self._listener.accept()
+            except OSError:
+                return
+            broker_side = socket.create_connection(self._upstream)
+            for source, sink, upward in (
+                (agent_side, broker_side, True),
+                (broker_side, agent_side, False),
+            ):
+                threading.Thread(
+                    target=self._pump, args=(source, sink, upward), daemon=True
+                ).start()
+
+    def _pump(self, source: Any, sink: Any, upward: bool) -> None:
+        import socket
+
+        try:
+            while data := source.recv(65536):
+                with self._lock:
+                    if upward:
+                        self.to_broker += len(data)
+                    else:
+                        self.to_agent += len(data)
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+
 def _child(args: argparse.Namespace) -> None:
     import msgspec
 
@@ -243,11 +319,14 @@ def _child(args: argparse.Namespace) -> None:
     agent.publisher.REMOVE_EVERY_S = agent.publisher.REMOVE_EVERY_S / args.speedup
     sensors = simulated_sensors(args.speedup)
     state = Path(args.state_dir)
-    outbox = Outbox(state / "outbox.sqlite3")
+    outbox = Outbox(state / "outbox.sqlite3", round_log=not args.no_round_log)
     clock = Clock(ntp_synced=lambda: True)
     publisher = Publisher(
         PublisherOptions(
-            probe_id=args.probe_id, url=MqttUrl.parse(args.broker_url), boot_id=clock.boot_id
+            probe_id=args.probe_id,
+            url=MqttUrl.parse(args.broker_url),
+            boot_id=clock.boot_id,
+            encoding=args.encoding,
         ),
         outbox,
     )
@@ -262,15 +341,24 @@ def _child(args: argparse.Namespace) -> None:
     if not publisher.connected.wait(10):
         raise SystemExit(f"the agent could not connect: {publisher.last_error}")
     stop = threading.Event()
+    runner = threading.Thread(target=agent_.run, args=(stop,), name="bench-agent")
+    runner.start()
+    # Warm-up: the first round (every sensor once at start), the boot's clock anchor and
+    # their confirmation are once per boot; the window opens on the steady state after it.
+    deadline = time.monotonic() + 30
+    while agent_.rounds < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    publisher.wait_idle(timeout_s=10)
+    warm_readings, warm_rounds = agent_.readings_taken, agent_.rounds
+    print("WINDOW start", flush=True)
     io_before = _write_bytes()
     cpu_before = os.times()
     started = time.monotonic()
-    runner = threading.Thread(target=agent_.run, args=(stop,), name="bench-agent")
-    runner.start()
     time.sleep(args.duration)
     stop.set()
     runner.join()
     idle = publisher.wait_idle(timeout_s=10)  # the last round confirmed by the collector
+    print("WINDOW end", flush=True)
     wall = time.monotonic() - started
     cpu_after = os.times()
     io_after = _write_bytes()
@@ -283,8 +371,9 @@ def _child(args: argparse.Namespace) -> None:
     print(
         json.dumps(
             {
-                "readings": agent_.readings_taken,
-                "rounds": agent_.rounds,
+                "readings": agent_.readings_taken - warm_readings,
+                "rounds": agent_.rounds - warm_rounds,
+                "warm_up_readings": warm_readings,
                 "messages": publisher.published_messages,
                 "confirmed": publisher.confirmed_readings,
                 "resent": publisher.resent_readings,
@@ -299,10 +388,25 @@ def _child(args: argparse.Namespace) -> None:
                 "remove_every_s": agent.publisher.REMOVE_EVERY_S,
                 "maxrss_kb": _peak_rss_kb(),
                 "reading_json_bytes": len(msgspec.json.encode(sample)),
+                "encoding": args.encoding,
+                "round_log": not args.no_round_log,
+                "direct_io": bool(outbox.round_log and outbox.round_log.direct),
             }
         )
     )
     outbox.close()
+
+
+def _mount_of(path: Path) -> str:
+    """The file system and mount options the outboxes live on (from /proc/self/mounts)."""
+    best = ("", "?")
+    resolved = str(path.resolve())
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        _, target, fstype, options, *_ = line.split()
+        inside = resolved == target or resolved.startswith(target.rstrip("/") + "/")
+        if inside and len(target) >= len(best[0]):
+            best = (target, f"{target} {fstype} ({options})")
+    return best[1]
 
 
 def _peak_rss_kb() -> int:
@@ -320,17 +424,34 @@ def _write_bytes() -> int:
     return 0
 
 
-def _run_child(extra: list[str]) -> dict[str, Any]:
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.agent", "--child", *extra],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"bench.agent child failed:\n{result.stderr}")
-    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+def _run_child(extra: list[str], relay: CountingRelay | None = None) -> dict[str, Any]:
+    """Run a child; with a relay, add the bytes it counted inside the child's window."""
+    with (
+        tempfile.TemporaryFile(mode="w+") as errors,
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.agent", "--child", *extra],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        ) as child,
+    ):
+        assert child.stdout is not None
+        window: list[int] = []
+        lines: list[str] = []
+        for line in child.stdout:
+            if line.startswith("WINDOW") and relay is not None:
+                window.append(relay.counted())
+            else:
+                lines.append(line)
+        if child.wait() != 0:
+            errors.seek(0)
+            raise SystemExit(f"bench.agent child failed:\n{errors.read()}")
+    result = dict(json.loads(lines[-1]))
+    if relay is not None:
+        result["wire_bytes"] = window[1] - window[0]
+        result["wire_bytes_session"] = relay.counted()
+    return result
 
 
 def disk_per_reading(run: dict[str, Any]) -> tuple[float, float]:
@@ -341,7 +462,7 @@ def disk_per_reading(run: dict[str, Any]) -> tuple[float, float]:
     pro rata of its length over the removal period.
     """
     readings = max(run["readings"], 1)
-    deleted_while_measuring = run["readings"] - run["pending"]
+    deleted_while_measuring = run["readings"] + run.get("warm_up_readings", 0) - run["pending"]
     extra = 0.0
     if deleted_while_measuring == 0:
         extra = run["stop_delete_bytes"] * min(1.0, run["wall_s"] / run["remove_every_s"])
@@ -350,7 +471,12 @@ def disk_per_reading(run: dict[str, Any]) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--default-s", type=float, default=120.0, help="run at default cadence")
+    parser.add_argument(
+        "--default-s",
+        type=float,
+        default=300.0,
+        help="run at default cadence after the first round (300 s: one of each round)",
+    )
     parser.add_argument("--accelerated-s", type=float, default=30.0)
     parser.add_argument("--speedup", type=float, default=60.0, help="accelerated cadence factor")
     parser.add_argument(
@@ -359,12 +485,21 @@ def main() -> None:
         help="a PostgreSQL server to create a throwaway database on "
         "(default: $COVERWATCH_BENCH_DATABASE_URL, else an embedded PostgreSQL)",
     )
+    parser.add_argument(
+        "--state-root",
+        type=Path,
+        default=None,
+        help="where the agents' outboxes live (default: the scratch directory); e.g. a "
+        "file system mounted like a Pi's state directory (ext4 with lazytime)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--idle", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--duration", type=float, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--broker-url", default="", help=argparse.SUPPRESS)
     parser.add_argument("--state-dir", default="", help=argparse.SUPPRESS)
     parser.add_argument("--probe-id", default="bench-001", help=argparse.SUPPRESS)
+    parser.add_argument("--encoding", default="compact", help=argparse.SUPPRESS)
+    parser.add_argument("--no-round-log", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         _child(args)
@@ -374,37 +509,50 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="cw-bench-agent-") as scratch,
         production_stack(Path(scratch), database_url=args.database_url) as stack,
     ):
-        url = stack.broker_url.with_credentials()
         idle = _run_child(["--idle"])
         runs = {}
-        for label, speedup, duration in (
-            ("default", 1.0, args.default_s),
-            ("accelerated", args.speedup, args.accelerated_s),
-        ):
-            state = Path(scratch) / label
-            state.mkdir()
-            runs[label] = _run_child(
-                [
-                    "--speedup",
-                    str(speedup),
-                    "--duration",
-                    str(duration),
-                    "--broker-url",
-                    url,
-                    "--state-dir",
-                    str(state),
-                    "--probe-id",
-                    f"bench-{label}",
-                ]
-            )
+        for settings, flags in (("json", ["--encoding", "json", "--no-round-log"]), ("", [])):
+            for cadence, speedup, duration in (
+                ("default", 1.0, args.default_s),
+                ("accelerated", args.speedup, args.accelerated_s),
+            ):
+                label = f"{settings}_{cadence}" if settings else cadence
+                state = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=args.state_root or scratch))
+                relay = CountingRelay(stack.broker_url.host, stack.broker_url.port)
+                url = dataclasses.replace(stack.broker_url, port=relay.port).with_credentials()
+                try:
+                    runs[label] = _run_child(
+                        [
+                            *flags,
+                            "--speedup",
+                            str(speedup),
+                            "--duration",
+                            str(duration),
+                            "--broker-url",
+                            url,
+                            "--state-dir",
+                            str(state),
+                            "--probe-id",
+                            f"bench-{label.replace('_', '-')}",
+                        ],
+                        relay,
+                    )
+                finally:
+                    relay.close()
         broker_name = stack.broker.name
 
     print(f"broker: {broker_name}; collector and PostgreSQL confirm every commit")
+    state_fs = _mount_of(args.state_root or Path(tempfile.gettempdir()))
+    print(f"outboxes on: {state_fs}")
     print(f"baseline: same interpreter and imports, idle: {idle['maxrss_kb'] / 1024:.1f} MB RSS")
+    print(
+        "today = encoding json, round_log false (the previous version's settings); "
+        "default and accelerated = the defaults (encoding compact, round_log true)"
+    )
     for label, run in runs.items():
         readings = max(run["readings"], 1)
         per_reading, amortised = disk_per_reading(run)
-        deleted = run["readings"] - run["pending"]
+        deleted = run["readings"] + run.get("warm_up_readings", 0) - run["pending"]
         print(
             f"{label:>11}: {run['readings']} readings in {run['rounds']} rounds, "
             f"{run['wall_s']:.0f} s ({run['readings'] / run['wall_s']:.2f}/s); "
@@ -423,17 +571,27 @@ def main() -> None:
                 else ""
             )
             + f"; reading JSON {run['reading_json_bytes']} B, "
-            f"amplification {per_reading / run['reading_json_bytes']:.1f}x)"
+            f"amplification {per_reading / run['reading_json_bytes']:.1f}x); "
+            f"wire {run['wire_bytes'] / readings:.0f} B per reading "
+            f"({run['wire_bytes']} B of MQTT both ways in the window, "
+            f"{run['wire_bytes_session']} B in the whole session); "
+            f"encoding {run['encoding']}, round log {run['round_log']}"
+            + (f" (O_DIRECT {run['direct_io']})" if run["round_log"] else "")
         )
         if not run["idle"] or run["confirmed"] < run["readings"]:
             print(f"{label:>11}: WARNING: not every reading was confirmed by the collector")
     default, fast = runs["default"], runs["accelerated"]
+    today, today_fast = runs["json_default"], runs["json_accelerated"]
     print(
         f"RESULT rss_mb={default['maxrss_kb'] / 1024:.1f} "
         f"cpu_pct={100 * default['cpu_s'] / default['wall_s']:.2f} "
         f"disk_bytes_per_reading={disk_per_reading(default)[0]:.0f} "
         f"accelerated_cpu_pct={100 * fast['cpu_s'] / fast['wall_s']:.2f} "
-        f"accelerated_disk_bytes_per_reading={disk_per_reading(fast)[0]:.0f}"
+        f"accelerated_disk_bytes_per_reading={disk_per_reading(fast)[0]:.0f} "
+        f"json_disk_bytes_per_reading={disk_per_reading(today)[0]:.0f} "
+        f"json_wire_bytes_per_reading={today['wire_bytes'] / max(today['readings'], 1):.0f} "
+        f"json_accelerated_disk_bytes_per_reading={disk_per_reading(today_fast)[0]:.0f} "
+        f"wire_bytes_per_reading={default['wire_bytes'] / max(default['readings'], 1):.0f}"
     )
 
 

@@ -111,6 +111,9 @@ class Collector:
         self._subscribe_mid: int | None = None
         self._refusal: str | None = None
         self._generation = 0
+        # The encoding each probe last sent its readings in: its acks go back in the same
+        # one, so a probe that sends JSON (an older agent, or encoding = "json") gets JSON.
+        self._ack_encoding: dict[str, str] = {}
         self._client = self._make_client()
 
     # ----------------------------------------------------------------- MQTT side
@@ -191,8 +194,17 @@ class Collector:
         inbound = InboundMessage(
             message.topic, payload, datetime.now(UTC), redelivered=bool(message.dup)
         )
-        # A cheap estimate of readings for the size trigger: one per "seq" key.
-        hint = payload.count(b'"seq"') or 1
+        if protocol.is_compact(payload):
+            # A compact reading is some 50 bytes: a cheap estimate for the size trigger.
+            hint = max(1, len(payload) // 50)
+            encoding = "compact"
+        else:
+            # A cheap estimate of readings for the size trigger: one per "seq" key.
+            hint = payload.count(b'"seq"') or 1
+            encoding = "json"
+        parts = message.topic.split("/")
+        if len(parts) == 4 and parts[3] == protocol.READINGS_CHANNEL:
+            self._ack_encoding[parts[2]] = encoding
         self._inbox.put(_Pending(inbound, message.mid, self._generation, hint))
         self.metrics.pending.inc()
 
@@ -427,14 +439,17 @@ class Collector:
             ranges = protocol.seq_ranges(seqs)
             topic = protocol.ack_topic(probe_id)
             for start in range(0, len(ranges), protocol.MAX_ACK_RANGES):
-                payload = protocol.encode(
+                encoding = self._ack_encoding.get(probe_id, "json")
+                payload = protocol.encode_as(
                     protocol.CommitAck(
                         v=1,
                         probe_id=probe_id,
                         outbox_id=outbox_id,
                         committed=ranges[start : start + protocol.MAX_ACK_RANGES],
-                        at=at,
-                    )
+                        # A compact ack leaves out the optional time (~15 of its 50-65 bytes).
+                        at=at if encoding == "json" else None,
+                    ),
+                    encoding,
                 )
                 # QoS 0: the probe takes acks at QoS 0 anyway, and one lost between the
                 # collector and the broker only means a re-send; QoS 1 cost the collector

@@ -17,6 +17,11 @@ probes). Renaming or removing a field, changing a unit or range, or making a fie
 required needs version 2 (new topic prefix ``coverwatch/v2`` and ``"v": 2``). A new
 reading kind is additive too, but collectors must be upgraded before probes send it:
 an unknown kind is rejected (and dead-lettered), never silently dropped.
+
+Encodings: a readings batch or an ack is JSON, or the same JSON deflated against
+:data:`COMPACT_DICTIONARY` behind the byte 0x02 (:func:`compress`, ``encoding =
+"compact"``). The decoders take either: a compact payload is inflated (bounded) and then
+goes through exactly the same validation.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -58,6 +64,43 @@ NIL_OUTBOX_ID: Final = "00000000-0000-0000-0000-000000000000"
 # An ack names at most this many seq ranges; a batch of 2,000 readings has at most
 # 2,000, and a collector splits anything longer over several acks.
 MAX_ACK_RANGES: Final = 2000
+
+# Encodings of a readings batch or an ack on the wire (docs/protocol.md, "Compact
+# encoding"). "json" is the UTF-8 JSON of version 1. "compact" is the same JSON document,
+# deflated (raw DEFLATE, RFC 1951) against the preset dictionary below and prefixed by
+# the byte 0x02, which no JSON text can start with: the first byte tells a decoder which
+# it got, on the same topics. The schema (fields, ranges, "v": 1) is the same, so a
+# compact message is validated by exactly the same code once inflated.
+ENCODINGS: Final = ("compact", "json")
+DEFAULT_ENCODING: Final = "compact"
+COMPACT_MARKER: Final = 0x02
+# The compact encoding's preset dictionary, version 2. Frozen: changing one byte makes
+# every compact message of older probes unreadable (tests/test_protocol_compact.py
+# holds its digest). New fields need no change here; they only compress a little less.
+COMPACT_DICTIONARY: Final = (
+    b'{"v":1,"probe_id":"cb-001","outbox_id":"","committed":[[1,1]],"at":"2026-'
+    b'{"kind":"sensor_error","sensor":"cellular","error":"mmcli is not installed, and '
+    b'there is no AT port /dev/ttyUSB2","seq":{"kind":"outage","previous_boot_id":"",'
+    b'"outage_started_at":"2026-","outage_ended_at":"2026-","outage_duration_s":'
+    b'{"kind":"throughput","download_bps":,"upload_bps":,"ping_ms":,"server_name":"",'
+    b'"bytes_used":,"skipped_reason":"monthly data budget of  MB spent","seq":'
+    b'{"kind":"system","cpu_temp_c":,"load_1m":0.,"memory_used_pct":,"disk_free_bytes":,'
+    b'"outbox_pending":0,"outbox_dropped_total":0,"seq":{"kind":"power","uptime_s":,'
+    b'"undervoltage_now":false,"undervoltage_since_boot":false,"on_mains":true,'
+    b'"battery_pct":,"battery_charging":false,"seq":{"kind":"latency","target":"1.1.1.1",'
+    b'"method":"icmp","packets_sent":10,"packets_received":10,"loss_pct":0.0,"rtt_min_ms":,'
+    b'"rtt_avg_ms":,"rtt_median_ms":,"rtt_max_ms":,"jitter_ms":,"dns_ms":,"seq":'
+    b'{"kind":"latency","target":"8.8.8.8","method":"tcp","packets_sent":10,'
+    b'"packets_received":10,"loss_pct":100.0,"seq":{"kind":"signal","registration":'
+    b'"searching","registration":"roaming","technology":"umts","technology":"gsm",'
+    b'"technology":"nr5g","operator_code":"45201","operator_name":"MobiFone",'
+    b'"operator_code":"45202","operator_name":"VinaPhone","rscp_dbm":-,"ecio_db":-,'
+    b'"signal_quality_pct":,"seq":{"kind":"signal","registration":"home","technology":'
+    b'"lte","operator_code":"45204","operator_name":"Viettel","cell_id":,"tac":,'
+    b'"rsrp_dbm":-1,"rsrq_db":-1,"sinr_db":,"rssi_dbm":-,"seq":,"boot_id":"","taken_at":'
+    b'"2026-","monotonic_ms":,"ntp_synced":true},{"v":1,"probe_id":"cb-001","readings":'
+    b'[],"sent_at":"2026-","outbox_id":"'
+)
 
 
 def _expects(text: str, **constraints: Any) -> msgspec.Meta:
@@ -456,6 +499,54 @@ def encode(message: ReadingsBatch | ProbeStatus | CommitAck) -> bytes:
     return _batch_encoder.encode(message)
 
 
+def compress(json_payload: bytes) -> bytes:
+    """The compact encoding of an encoded JSON message (0x02 + DEFLATE with the dictionary)."""
+    deflater = zlib.compressobj(
+        9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, COMPACT_DICTIONARY
+    )
+    return bytes((COMPACT_MARKER,)) + deflater.compress(json_payload) + deflater.flush()
+
+
+def encode_as(message: ReadingsBatch | CommitAck, encoding: str) -> bytes:
+    """``message`` in one of ENCODINGS ("compact" or "json")."""
+    if encoding not in ENCODINGS:
+        raise ValueError(f"unknown encoding {encoding!r}: expected one of {ENCODINGS}")
+    payload = encode(message)
+    return compress(payload) if encoding == "compact" else payload
+
+
+def is_compact(payload: bytes) -> bool:
+    """Whether a payload is in the compact encoding (its first byte says so)."""
+    return payload[:1] == bytes((COMPACT_MARKER,))
+
+
+def _inflate(payload: bytes) -> bytes:
+    """The JSON inside a compact payload; refused past MAX_PAYLOAD_BYTES (a zip bomb)."""
+    inflater = zlib.decompressobj(-15, COMPACT_DICTIONARY)
+    try:
+        text = inflater.decompress(payload[1:], MAX_PAYLOAD_BYTES + 1)
+    except zlib.error as error:
+        raise ProtocolError(f"compact payload is not valid DEFLATE data ({error})") from None
+    if len(text) > MAX_PAYLOAD_BYTES or inflater.unconsumed_tail:
+        raise ProtocolError(
+            f"compact payload inflates to more than {MAX_PAYLOAD_BYTES} bytes; "
+            f"send at most {MAX_READINGS_PER_BATCH} readings per message"
+        )
+    if not inflater.eof:
+        raise ProtocolError("compact payload is truncated (the DEFLATE stream does not end)")
+    if inflater.unused_data:
+        raise ProtocolError(
+            f"compact payload has {len(inflater.unused_data)} bytes after its DEFLATE stream"
+        )
+    return text
+
+
+def _json_of(payload: bytes) -> bytes:
+    """A payload as JSON: compact ones inflated (size-checked both before and after)."""
+    _check_size(payload)
+    return _inflate(payload) if is_compact(payload) else payload
+
+
 _Params = ParamSpec("_Params")
 _Result = TypeVar("_Result")
 
@@ -506,7 +597,7 @@ def decode_readings(topic: str, payload: bytes) -> DecodedBatch:
     every valid reading. No other exception escapes, whatever the bytes.
     """
     address = _expect_channel(topic, READINGS_CHANNEL)
-    _check_size(payload)
+    payload = _json_of(payload)
     try:
         batch = _batch_decoder.decode(payload)
     except _DECODE_ERRORS:
@@ -542,7 +633,7 @@ def decode_ack(topic: str, payload: bytes) -> CommitAck:
         )
     probe_id = topic[len(expected_prefix) : -len(suffix)]
     _check_probe_id(probe_id, field="topic")
-    _check_size(payload)
+    payload = _json_of(payload)
     try:
         ack = _ack_decoder.decode(payload)
     except _DECODE_ERRORS as error:

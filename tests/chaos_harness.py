@@ -20,8 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import psycopg
 
+from agent import roundlog
 from collector import schema
 from collector.storage import COLUMNS
 from coverwatch.localservices import LocalPostgres, MosquittoBroker
@@ -122,7 +124,19 @@ class ChaosAgent(AgentProcess):
             dropped = outbox.execute(
                 "SELECT coalesce(max(value), 0) FROM counters WHERE name = 'dropped_total'"
             ).fetchone()[0]
-        return (int(row[0]) if row else 0), int(pending), int(dropped)
+            meta = outbox.execute("SELECT value FROM meta WHERE name = 'outbox_id'").fetchone()
+        stored_up_to = int(row[0]) if row else 0
+        # The round log (agent.roundlog): rounds not in SQLite, and the seq high-water mark.
+        log = self.outbox_path.with_name(self.outbox_path.name + "-rounds")
+        outbox_id = str(meta[0]) if meta else ""
+        logged = [
+            entry[0]
+            for payload in roundlog.read_records(log, outbox_id)
+            for entry in msgspec.json.decode(roundlog.inflate(payload))
+            if entry[0] > stored_up_to
+        ]
+        highest = max(stored_up_to, roundlog.read_header(log, outbox_id)[1], *logged)
+        return highest, int(pending) + len(logged), int(dropped)
 
 
 @dataclass

@@ -41,6 +41,7 @@ from typing import Any
 
 import msgspec
 
+from agent import roundlog
 from agent.outbox import Outbox
 from coverwatch.protocol import Reading
 from tests.agent_harness import power_reading, system_reading
@@ -326,15 +327,20 @@ ROUND_STRIDE = 1000  # markers of round r are r*1000 + i: one marker per reading
 class OutboxProcess:
     """``python -m tests.lazyfs_harness write DB``: the real outbox in its own process."""
 
-    def __init__(self, db: Path, *, durable: bool, ledger: Ledger | None = None) -> None:
+    def __init__(
+        self, db: Path, *, durable: bool, ledger: Ledger | None = None, mode: str = "round-log"
+    ) -> None:
+        """``mode`` of a durable writer: "round-log" (the default outbox), "sqlite"
+        (``round_log=False``) or "round-log-no-fsync" (the round log with its fdatasync
+        made a no-op: must lose readings). A writer that is not durable has no round log."""
         self.db = db
+        self.mode = mode if durable else "not-durable"
         self.ledger = ledger if ledger is not None else Ledger()
         self.output: list[str] = []
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._ended = False
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.lazyfs_harness", "write", str(db)]
-            + ([] if durable else ["--not-durable"]),
+            [sys.executable, "-m", "tests.lazyfs_harness", "write", str(db), f"--{self.mode}"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -511,13 +517,15 @@ def _say(*words: object) -> None:
     sys.stdout.flush()
 
 
-def _write(db: Path, *, durable: bool) -> None:
+def _write(db: Path, *, mode: str) -> None:
     """Run commands from stdin against the outbox; report each call once it returned.
 
     ``add ROUNDS SIZE``, ``stream SIZE`` (add rounds until killed), ``remove SEQ...``,
     ``die`` (os._exit: the process dies with the power, the database is never closed).
     """
-    outbox = Outbox(db, durable=durable)
+    if mode == "round-log-no-fsync":
+        roundlog.datasync = lambda _fd: None  # the teeth: what the tests must catch
+    outbox = Outbox(db, durable=mode != "not-durable", round_log=mode != "sqlite")
     _say("ready", getattr(outbox, "outbox_id", "") or "")
     # Round numbers only need to differ from any earlier writer's: there were at most
     # as many rounds as seqs.
@@ -549,7 +557,7 @@ def _write(db: Path, *, durable: bool) -> None:
                     os._exit(0)
                 elif verb:
                     raise ValueError(f"unknown command {command!r}")
-            except sqlite3.Error as error:
+            except (sqlite3.Error, OSError) as error:  # OSError: the round log's file
                 _say("error", f"{type(error).__name__}: {error}")
 
 
@@ -599,7 +607,8 @@ def _markers(outbox: Outbox) -> Iterator[tuple[int, int]]:
 def main(argv: list[str]) -> None:
     command, db = argv[0], Path(argv[1])
     if command == "write":
-        _write(db, durable="--not-durable" not in argv)
+        modes = [arg.removeprefix("--") for arg in argv[2:] if arg.startswith("--")]
+        _write(db, mode=modes[0] if modes else "round-log")
     elif command == "inspect":
         print(json.dumps(_inspect(db)))
     else:

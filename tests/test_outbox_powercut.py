@@ -39,6 +39,15 @@ from tests.lazyfs_harness import (
 
 DB_NAME = "outbox.sqlite3"
 WAL = r"outbox\.sqlite3-wal"
+ROUNDS = r"outbox\.sqlite3-rounds"
+# Durable writers: the default outbox (rounds appended to the round log) and the outbox
+# with round_log = false (rounds committed to SQLite).
+DURABLE_MODES = ("round-log", "sqlite")
+
+
+def _commit_file(writer: OutboxProcess) -> str:
+    """The file an add writes and syncs: the round log, or SQLite's WAL."""
+    return WAL if writer.mode in ("sqlite", "not-durable") else ROUNDS
 
 
 @pytest.fixture
@@ -100,7 +109,7 @@ def crash_before_wal_write(fs: LazyFS, writer: OutboxProcess) -> None:
     """Power fails as the next add starts writing its commit to the WAL."""
     writer.send("add 3 4")
     writer.wait_rounds(3)
-    fs.arm_crash("write", WAL)
+    fs.arm_crash("write", _commit_file(writer))
     writer.send("add 1 4")
     writer.expect(lambda line: line.startswith(("error", "added")))
     fs.wait_dead()
@@ -111,7 +120,7 @@ def crash_before_wal_fsync(fs: LazyFS, writer: OutboxProcess) -> None:
     (synchronous=OFF never fsyncs, so there the add returns and clear-cache cuts.)"""
     writer.send("add 3 4")
     writer.wait_rounds(3)
-    fs.arm_crash("fsync", WAL)
+    fs.arm_crash("fsync", _commit_file(writer))
     writer.send("add 1 4")
     writer.expect(lambda line: line.startswith(("error", "added")))
     if writer.ledger.errors:
@@ -139,8 +148,9 @@ def run_writer(
     *,
     durable: bool,
     ledger: Ledger | None = None,
+    mode: str = "round-log",
 ) -> Ledger:
-    writer = OutboxProcess(fs.mnt / DB_NAME, durable=durable, ledger=ledger)
+    writer = OutboxProcess(fs.mnt / DB_NAME, durable=durable, ledger=ledger, mode=mode)
     try:
         scenario(fs, writer)
         writer.kill()  # if the scenario left it alive: it dies with the power
@@ -168,10 +178,11 @@ def describe(ledger: Ledger, found: Inspection) -> str:
 # ------------------------------------------------------------------------ tests
 
 
+@pytest.mark.parametrize("mode", DURABLE_MODES)
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_nothing_add_returned_is_lost_in_a_power_cut(lazyfs: LazyFS, name: str) -> None:
+def test_nothing_add_returned_is_lost_in_a_power_cut(lazyfs: LazyFS, name: str, mode: str) -> None:
     scenario = SCENARIOS[name]
-    ledger = run_writer(lazyfs, scenario.run, durable=True)
+    ledger = run_writer(lazyfs, scenario.run, durable=True, mode=mode)
     found = power_cut_and_reboot(lazyfs)
     issues = problems(ledger, found)
     assert not issues, "\n".join([describe(ledger, found), *issues])
@@ -184,6 +195,20 @@ def test_nothing_add_returned_is_lost_in_a_power_cut(lazyfs: LazyFS, name: str) 
 def test_the_harness_detects_loss_without_fsync(lazyfs: LazyFS, name: str) -> None:
     """synchronous=OFF: the same scenario must be caught losing what add returned."""
     ledger = run_writer(lazyfs, SCENARIOS[name].run, durable=False)
+    found = power_cut_and_reboot(lazyfs)
+    found_problems = problems(ledger, found)
+    assert any(problem.startswith("lost ") for problem in found_problems), (
+        f"{describe(ledger, found)}; problems: {found_problems}"
+    )
+
+
+@pytest.mark.parametrize("name", ["exit-right-after-add", "sigkill-mid-stream"])
+def test_the_round_log_without_its_fdatasync_loses_readings(lazyfs: LazyFS, name: str) -> None:
+    """The round log's fdatasync made a no-op: the same scenarios must be caught losing
+    what add returned. (Not the crash scenarios, which need the fsync to crash on, nor
+    die-after-removes, whose removes move every unconfirmed reading into SQLite with a
+    synchronous=FULL commit, so there is nothing left for the missing fdatasync to lose.)"""
+    ledger = run_writer(lazyfs, SCENARIOS[name].run, durable=True, mode="round-log-no-fsync")
     found = power_cut_and_reboot(lazyfs)
     found_problems = problems(ledger, found)
     assert any(problem.startswith("lost ") for problem in found_problems), (
