@@ -66,13 +66,17 @@ def test_compact_and_json_batches_are_stored_and_acknowledged_in_their_encoding(
         publish(broker_url, protocol.readings_topic(json_probe), batch(json_probe, range(1, 4)))
         assert wait_for_rows(schema_url, compact_probe, 5) == (5, 5)
         assert wait_for_rows(schema_url, json_probe, 3) == (3, 3)
-        [compact_ack] = compact_acks.wait_for(1)
-        [json_ack] = json_acks.wait_for(1)
-    assert protocol.is_compact(compact_ack.payload)
-    assert json_ack.payload.startswith(b"{")
-    decoded = protocol.decode_ack(compact_ack.topic, compact_ack.payload)
-    assert (decoded.outbox_id, decoded.committed) == (OUTBOX_ID, [(1, 5)])
-    assert protocol.decode_ack(json_ack.topic, json_ack.payload).committed == [(1, 3)]
+        # By topic (amqtt has handed a fresh subscriber a stray retained message of
+        # another topic), and every ack that came: a redelivered batch is confirmed again.
+        compact_received = compact_acks.wait_for(1, topic=protocol.ack_topic(compact_probe))
+        json_received = json_acks.wait_for(1, topic=protocol.ack_topic(json_probe))
+    for compact_ack in compact_received:
+        assert protocol.is_compact(compact_ack.payload)
+        decoded = protocol.decode_ack(compact_ack.topic, compact_ack.payload)
+        assert (decoded.outbox_id, decoded.committed) == (OUTBOX_ID, [(1, 5)])
+    for json_ack in json_received:
+        assert json_ack.payload.startswith(b"{")
+        assert protocol.decode_ack(json_ack.topic, json_ack.payload).committed == [(1, 3)]
 
 
 def test_bad_compact_payloads_are_dead_lettered_and_ingest_goes_on(
