@@ -26,6 +26,7 @@ import msgspec
 from agent import config as probe_config
 from agent.clock import Clock
 from agent.outbox import Outbox
+from agent.sectorio import fsync_directory
 from agent.sensors.base import SensorContext, plugin_of
 from coverwatch import __version__, protocol
 from coverwatch.errors import CoverwatchError
@@ -242,7 +243,7 @@ def _export(args: argparse.Namespace) -> int:
             output.flush()
             os.fsync(output.fileno())
         temporary.replace(args.output)
-        _fsync_directory(args.output.parent)
+        fsync_directory(args.output.parent)  # the rename survives a power cut
         if args.delete_exported:
             outbox.remove(exported)
     finally:
@@ -253,15 +254,6 @@ def _export(args: argparse.Namespace) -> int:
         + f"; import on the server with: coverwatch import {args.output.name}"
     )
     return 0
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename durable: on a power cut the file must not vanish or be half there."""
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _open_output(path: Path, *, compress: bool) -> Any:

@@ -54,6 +54,7 @@ def run_checks(
     clock: Clock,
     connect_timeout_s: float = 10.0,
     disk_usage: Callable[[str], Any] = shutil.disk_usage,
+    mounts: Path = Path("/proc/self/mounts"),
 ) -> list[Check]:
     checks: list[Check] = []
     modems = [sensor for name, sensor in sorted(sensors.items()) if plugin_of(name) == "cellular"]
@@ -64,6 +65,7 @@ def run_checks(
     checks.extend(_broker_checks(config, connect_timeout_s))
     checks.append(_clock_check(clock))
     checks.append(_disk_check(config, disk_usage))
+    checks.append(_sd_card_writes_check(config, mounts))
     checks.append(_outbox_check(config))
     return checks
 
@@ -276,6 +278,57 @@ def _disk_check(config: ProbeConfig, disk_usage: Callable[[str], Any]) -> Check:
             "larger SD card",
         )
     return Check("disk", "PASS", f"{megabytes:.0f} MB free")
+
+
+# File systems that know lazytime and write to the card; tmpfs and the like keep no data.
+_LAZYTIME_FILE_SYSTEMS = frozenset({"ext4", "ext3", "ext2", "f2fs", "btrfs", "xfs"})
+_MEMORY_FILE_SYSTEMS = frozenset({"tmpfs", "ramfs"})
+
+
+def _sd_card_writes_check(config: ProbeConfig, mounts: Path) -> Check:
+    """Whether the state directory's file system is mounted with lazytime: without it,
+    each round's durable one-sector write also rewrites a 4 KB inode block (its mtime)."""
+    directory = Path(config.probe.state_dir).resolve()
+    try:
+        mount = _mount_of(directory, mounts.read_text(encoding="utf-8", errors="replace"))
+    except OSError as error:
+        return Check("sd card", "WARN", f"cannot read {mounts}: {error.strerror}", "")
+    if mount is None:
+        return Check("sd card", "WARN", f"no mount found for {directory} in {mounts}", "")
+    point, fs_type, options = mount
+    where = f"{directory} is on {point} ({fs_type}, {','.join(options)})"
+    if fs_type in _MEMORY_FILE_SYSTEMS:
+        return Check(
+            "sd card",
+            "FAIL",
+            f"{where}: in RAM, readings would be lost in a power cut",
+            "set [probe] state_dir to a directory on the SD card (default /var/lib/coverwatch)",
+        )
+    if "lazytime" in options or fs_type not in _LAZYTIME_FILE_SYSTEMS:
+        return Check("sd card", "PASS", where)
+    return Check(
+        "sd card",
+        "WARN",
+        f"{where}: without lazytime every round also rewrites a 4 KB block "
+        "(the file's modification time), ~7x the data",
+        f"add lazytime to the options of {point} in /etc/fstab and run "
+        f"`sudo mount -o remount,lazytime {point}` (install.sh does this)",
+    )
+
+
+def _mount_of(directory: Path, mounts_text: str) -> tuple[str, str, list[str]] | None:
+    """(mount point, type, options) of the last-mounted longest mount point holding
+    ``directory``, from /proc/self/mounts text (spaces in paths are written \\040)."""
+    best: tuple[str, str, list[str]] | None = None
+    for line in mounts_text.splitlines():
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        point = fields[1].replace("\\040", " ").replace("\\011", "\t")
+        inside = directory == Path(point) or Path(point) in directory.parents
+        if inside and (best is None or len(point) >= len(best[0])):
+            best = (point, fields[2], fields[3].split(","))
+    return best
 
 
 def _outbox_check(config: ProbeConfig) -> Check:

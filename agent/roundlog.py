@@ -8,10 +8,9 @@ three readings. The round log appends one record per round instead, written with
 preallocated with zeros when it is made, so an append never changes its size and the
 ``fdatasync`` has no metadata to journal.
 
-Where ``O_DIRECT`` is refused (tmpfs on older kernels, some FUSE file systems) or the
-device wants 4 KB alignment, the log falls back to 4 KB sectors or to ordinary buffered
-writes; durability is the same (``fdatasync`` before ``append`` returns), only the bytes
-written differ.
+Writes go through :class:`agent.sectorio.SectorWriter` (its fallbacks where ``O_DIRECT``
+is refused); durability is the same in every mode (``fdatasync`` before ``append``
+returns), only the bytes written differ.
 
 Layout: sector 0 holds the header (magic, generation, sector size, outbox id, the highest
 seq given out so far, CRC): readings confirmed and forgotten while in the log never
@@ -29,15 +28,14 @@ same file (another process, or a second Outbox in this one) only reads it.
 
 from __future__ import annotations
 
-import errno
 import fcntl
-import mmap
 import os
 import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from agent.sectorio import SECTOR_SIZES, SectorWriter, padded, preallocate
 from coverwatch.protocol import COMPACT_DICTIONARY
 
 LOG_BYTES = 256 * 1024  # ~500 rounds (8 hours at the default cadence) before a flush
@@ -46,7 +44,6 @@ _HEADER = struct.Struct("<8sQI36sQ")
 _HEADER_MAGIC = b"CWRLOG02"
 _RECORD = struct.Struct("<4sQII")  # magic, generation, payload length, crc32
 _RECORD_MAGIC = b"CWRR"
-_SECTOR_SIZES = (512, 4096)
 
 
 def datasync(fd: int, /) -> None:
@@ -85,19 +82,22 @@ class RoundLog:
             os.close(self._fd)
             raise RoundLogLocked(str(path)) from None
         if fresh:
-            # Preallocate with real zeros (not fallocate's unwritten extents, whose
-            # first write is a metadata change): appends then never change the file.
-            current = os.fstat(self._fd).st_size
-            os.pwrite(self._fd, bytes(size - current), current)
-            os.fsync(self._fd)
-            _fsync_directory(path.parent)
-        self._direct_fd: int | None = None
-        self.sector = _SECTOR_SIZES[-1]
-        self.direct = False
+            preallocate(self._fd, path, size)
+        # The round is on the card before add() returns: the writer syncs every write
+        # with this module's datasync (looked up at each call, so tests can replace it).
+        self._writer = SectorWriter(path, self._fd, lambda fd: datasync(fd))
         self.generation = 0
         self.high_seq = 0  # written into the header at each reset
         self.end = 0  # where the next record goes
         self.records = 0
+
+    @property
+    def sector(self) -> int:
+        return self._writer.sector
+
+    @property
+    def direct(self) -> bool:
+        return self._writer.direct
 
     # ------------------------------------------------------------------ reading
 
@@ -110,15 +110,16 @@ class RoundLog:
     def reset(self, generation: int | None = None) -> None:
         """Start a new, empty generation (durably): older records are void from now on."""
         self.generation = (self.generation if generation is None else generation) + 1
-        if self._direct_fd is None:
-            self._choose_write_mode()
-        else:
-            self._write(0, self._header())
+        header = self._header()
+        self._writer.write(0, header)
+        if header != self._header():
+            # The first write chose the sector size, which the header records.
+            self._writer.write(0, self._header())
         self.end = self.sector
         self.records = 0
 
     def fits(self, payload_size: int) -> bool:
-        return self.end + _padded(_RECORD.size + payload_size, self.sector) <= self.size
+        return self.end + padded(_RECORD.size + payload_size, self.sector) <= self.size
 
     def append(self, payload: bytes) -> None:
         """Write one record and fdatasync it; raise ValueError if the log is full."""
@@ -131,14 +132,12 @@ class RoundLog:
             _crc(self.generation, len(payload), payload),
         )
         record = head + payload
-        self._write(self.end, record)
-        self.end += _padded(len(record), self.sector)
+        self._writer.write(self.end, record)
+        self.end += padded(len(record), self.sector)
         self.records += 1
 
     def close(self) -> None:
-        if self._direct_fd is not None and self._direct_fd != self._fd:
-            os.close(self._direct_fd)
-        self._direct_fd = None
+        self._writer.close()
         os.close(self._fd)  # releases the flock
 
     def _header(self) -> bytes:
@@ -150,45 +149,6 @@ class RoundLog:
             self.high_seq,
         )
         return body + struct.pack("<I", zlib.crc32(body))
-
-    def _choose_write_mode(self) -> None:
-        """O_DIRECT in 512-byte sectors if the file system takes it, else 4 KB, else buffered."""
-        flag = getattr(os, "O_DIRECT", 0)
-        if flag:
-            try:
-                direct_fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC | flag)
-            except OSError:
-                direct_fd = None
-            if direct_fd is not None:
-                for sector in _SECTOR_SIZES:
-                    self.sector = sector
-                    try:
-                        _pwrite_aligned(direct_fd, 0, self._header(), sector)
-                        datasync(direct_fd)
-                    except OSError as error:
-                        if error.errno != errno.EINVAL:
-                            os.close(direct_fd)
-                            raise
-                        continue
-                    self._direct_fd = direct_fd
-                    self.direct = True
-                    return
-                os.close(direct_fd)
-        self.sector = _SECTOR_SIZES[0]
-        self._direct_fd = self._fd
-        self.direct = False
-        self._write(0, self._header())
-
-    def _write(self, offset: int, data: bytes) -> None:
-        assert self._direct_fd is not None
-        if self.direct:
-            _pwrite_aligned(self._direct_fd, offset, data, self.sector)
-        else:
-            os.pwrite(
-                self._direct_fd, data + bytes(_padded(len(data), self.sector) - len(data)), offset
-            )
-        # The round is on the card before add() returns: this is the durability promise.
-        datasync(self._direct_fd)
 
 
 def read_records(path: Path, outbox_id: str) -> Iterator[bytes]:
@@ -208,7 +168,7 @@ def read_records(path: Path, outbox_id: str) -> Iterator[bytes]:
     magic, generation, sector, owner, _ = _HEADER.unpack(body)
     if magic != _HEADER_MAGIC or owner.decode("ascii", "replace") != outbox_id:
         return
-    if sector not in _SECTOR_SIZES:
+    if sector not in SECTOR_SIZES:
         return
     offset = sector
     while offset + _RECORD.size <= len(data):
@@ -220,7 +180,7 @@ def read_records(path: Path, outbox_id: str) -> Iterator[bytes]:
         if _crc(generation, length, payload) != crc:
             return
         yield payload
-        offset += _padded(_RECORD.size + length, sector)
+        offset += padded(_RECORD.size + length, sector)
 
 
 def read_header(path: Path, outbox_id: str) -> tuple[int, int]:
@@ -245,25 +205,3 @@ def read_header(path: Path, outbox_id: str) -> tuple[int, int]:
 
 def _crc(generation: int, length: int, payload: bytes) -> int:
     return zlib.crc32(payload, zlib.crc32(struct.pack("<QI", generation, length)))
-
-
-def _padded(size: int, sector: int) -> int:
-    return -(-size // sector) * sector
-
-
-def _pwrite_aligned(fd: int, offset: int, data: bytes, sector: int) -> None:
-    # O_DIRECT wants the memory aligned too: an anonymous mmap is page-aligned.
-    length = _padded(len(data), sector)
-    with mmap.mmap(-1, length) as buffer:
-        buffer[: len(data)] = data
-        written = os.pwrite(fd, buffer, offset)
-    if written != length:
-        raise OSError(errno.EIO, f"short write to the round log ({written} of {length} bytes)")
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

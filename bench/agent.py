@@ -15,7 +15,9 @@ from its outbox as in production. Prints, for each run:
 - CPU as % of one core (user + system time / wall time);
 - bytes the kernel wrote to disk per reading (``/proc/self/io`` write_bytes, i.e.
   after the page cache: outbox inserts, WAL, fsyncs, deletes), against the reading's
-  JSON size — the outbox's write amplification.
+  JSON size — the outbox's write amplification. The power sensor's outage heartbeat,
+  written every power round on a real probe, is written here too, as each version
+  writes it (one sector in place, or today's JSON file replaced whole).
 
 Deletes: confirmed readings are deleted every ``REMOVE_EVERY_S`` (10 min) or 500
 readings. The accelerated run divides that period by its speed-up, so it deletes as
@@ -150,8 +152,14 @@ def simulated_readings() -> dict[str, Callable[[Stamp], list[protocol.Reading]]]
     return makers
 
 
-def simulated_sensors(speedup: float = 1.0) -> list[ScheduledSensor]:
-    """The simulated sensors on the default cadence (agent.config), ``speedup`` times faster."""
+def simulated_sensors(
+    speedup: float = 1.0, *, heartbeat: Callable[[Stamp], None] | None = None
+) -> list[ScheduledSensor]:
+    """The simulated sensors on the default cadence (agent.config), ``speedup`` times faster.
+
+    ``heartbeat`` is called with each power round's stamp: the real power sensor writes
+    its outage heartbeat to the SD card every round, and that write belongs in the
+    probe's disk figures."""
     from agent.config import DEFAULT_INTERVALS_S
     from agent.scheduler import ScheduledSensor
 
@@ -161,6 +169,8 @@ def simulated_sensors(speedup: float = 1.0) -> list[ScheduledSensor]:
             self._make = make
 
         def read(self, stamp: Stamp) -> Iterable[protocol.Reading]:
+            if self.name == "power" and heartbeat is not None:
+                heartbeat(stamp)
             return self._make(stamp)
 
     return [
@@ -317,8 +327,8 @@ def _child(args: argparse.Namespace) -> None:
 
     # Delete confirmed readings as often per simulated minute as a probe does.
     agent.publisher.REMOVE_EVERY_S = agent.publisher.REMOVE_EVERY_S / args.speedup
-    sensors = simulated_sensors(args.speedup)
     state = Path(args.state_dir)
+    sensors = simulated_sensors(args.speedup, heartbeat=_heartbeat_writer(state, args))
     outbox = Outbox(state / "outbox.sqlite3", round_log=not args.no_round_log)
     clock = Clock(ntp_synced=lambda: True)
     publisher = Publisher(
@@ -395,6 +405,22 @@ def _child(args: argparse.Namespace) -> None:
         )
     )
     outbox.close()
+
+
+def _heartbeat_writer(state: Path, args: argparse.Namespace) -> Callable[[Stamp], None]:
+    """The power sensor's heartbeat as the version under test writes it: in place, one
+    sector (agent.heartbeat), or, with today's settings, the JSON file replaced whole
+    every round as before."""
+    from agent.heartbeat import Heartbeat, HeartbeatFile
+    from agent.sensors.power import HEARTBEAT_FILE, LEGACY_HEARTBEAT_FILE, write_atomically
+
+    if args.no_round_log:
+        legacy = state / LEGACY_HEARTBEAT_FILE
+        return lambda stamp: write_atomically(
+            legacy, {"boot_id": stamp.boot_id, "wall_time": stamp.taken_at.isoformat()}
+        )
+    slots = HeartbeatFile(state / HEARTBEAT_FILE)
+    return lambda stamp: slots.write(Heartbeat(stamp.boot_id, stamp.taken_at))
 
 
 def _mount_of(path: Path) -> str:

@@ -27,6 +27,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Literal, NoReturn
 
 import psycopg
@@ -37,6 +38,7 @@ from collector.rollups import refresh_all
 from coverwatch.localservices import AmqttBroker, LocalPostgres, MosquittoBroker, mosquitto_binary
 from coverwatch.localservices.broker import LocalBroker
 from coverwatch.settings import MqttUrl
+from tests.lazyfs_harness import LazyFS, LazyFSError, lazyfs_binary, missing_requirement
 
 TEST_DATABASE_URL_ENV = "COVERWATCH_TEST_DATABASE_URL"
 TEST_TIMESCALE_URL_ENV = "COVERWATCH_TEST_TIMESCALE_URL"
@@ -294,3 +296,22 @@ def broker_url(broker: LocalBroker) -> MqttUrl:
 def probe_id() -> str:
     """A probe id no other test uses, so topics never collide between tests."""
     return f"t-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def lazyfs(tmp_path: Path) -> Iterator[LazyFS]:
+    """A LazyFS of this test's own (config, FIFOs, backing directory), unmounted after."""
+    reason = missing_requirement()
+    if reason is not None:
+        skip_unless_ci(reason)
+    binary = lazyfs_binary()
+    assert binary is not None
+    fs = LazyFS(binary, tmp_path / "lazyfs")
+    try:
+        try:
+            fs.mount()
+        except LazyFSError as error:
+            skip_unless_ci(f"LazyFS does not mount on this machine: {error}")
+        yield fs
+    finally:
+        fs.cleanup()

@@ -23,6 +23,7 @@ from tests.modem_kit import KIT_TOML, VIETTEL_IMEI, kit_runner, kit_sensors
 from tests.sensor_fakes import DATA, CapturedRunner, ReplayedSerialPort
 
 AT = DATA / "at"
+PROC = DATA / "proc"
 
 
 def modem(transcript: str) -> CellularSensor:
@@ -60,6 +61,7 @@ def doctor(
     *,
     synced: bool = True,
     disk_free: int = 10 * 1024**3,
+    mounts: Path = PROC / "raspios-mounts-lazytime",
 ) -> list[Check]:
     class Usage:
         free = disk_free
@@ -71,6 +73,7 @@ def doctor(
         clock=Clock(ntp_synced=lambda: synced),
         connect_timeout_s=5,
         disk_usage=usage,
+        mounts=mounts,
     )
 
 
@@ -84,6 +87,7 @@ def test_healthy_probe_passes_every_check(amqtt_broker: AmqttBroker, tmp_path: P
         "broker login": "PASS",
         "clock": "PASS",
         "disk": "PASS",
+        "sd card": "PASS",
         "outbox": "PASS",
     }
     text = render(checks)
@@ -105,7 +109,13 @@ def test_broken_probe_says_what_to_do_for_each_failure(
     outbox = Outbox(config.outbox_path, max_readings=100)
     outbox.add([power_reading()] * 120)  # a long outage overflowed the outbox
     outbox.close()
-    checks = doctor(config, modem("quectel-searching.txt"), synced=False, disk_free=50 * 1024**2)
+    checks = doctor(
+        config,
+        modem("quectel-searching.txt"),
+        synced=False,
+        disk_free=50 * 1024**2,
+        mounts=PROC / "raspios-mounts",  # as Raspberry Pi OS ships: no lazytime
+    )
     found = {check.name: check for check in checks}
     assert verdicts(checks) == {
         "modem": "PASS",
@@ -114,6 +124,7 @@ def test_broken_probe_says_what_to_do_for_each_failure(
         "broker login": "FAIL",
         "clock": "WARN",
         "disk": "FAIL",
+        "sd card": "WARN",
         "outbox": "WARN",
     }
     assert "antenna" in found["SIM / registration"].fix
@@ -169,6 +180,7 @@ def test_doctor_checks_every_modem_of_a_three_modem_kit(
             clock=Clock(ntp_synced=lambda: True),
             connect_timeout_s=5,
             disk_usage=lambda path: type("Usage", (), {"free": 10 * 1024**3})(),
+            mounts=PROC / "raspios-mounts-lazytime",
         )
 
     checks = run(kit_runner())
@@ -186,6 +198,7 @@ def test_doctor_checks_every_modem_of_a_three_modem_kit(
         "broker login": "PASS",
         "clock": "PASS",
         "disk": "PASS",
+        "sd card": "PASS",
         "outbox": "PASS",
     }
     assert found["modem viettel"].seen.startswith(f"found by IMEI {VIETTEL_IMEI}, answers (lte)")
@@ -201,3 +214,42 @@ def test_doctor_checks_every_modem_of_a_three_modem_kit(
     assert "signal vinaphone" not in unplugged
     assert unplugged["modem viettel"].verdict == "PASS"
     assert unplugged["modem mobifone"].verdict == "PASS"
+
+
+def sd_card_check(config: probe_config.ProbeConfig, mounts: Path) -> Check:
+    from agent.doctor import _sd_card_writes_check
+
+    return _sd_card_writes_check(config, mounts)
+
+
+def test_a_state_directory_without_lazytime_is_a_warning_with_the_fix(tmp_path: Path) -> None:
+    config = config_for(MqttUrl.parse("mqtt://127.0.0.1:1"), tmp_path)
+    check = sd_card_check(config, PROC / "raspios-mounts")  # Raspberry Pi OS as shipped
+    assert check.verdict == "WARN"
+    assert "on / (ext4, rw,noatime)" in check.seen
+    assert "modification time" in check.seen
+    assert "sudo mount -o remount,lazytime /" in check.fix
+    assert sd_card_check(config, PROC / "raspios-mounts-lazytime").verdict == "PASS"
+
+
+def test_the_deepest_mount_holding_the_state_directory_counts(tmp_path: Path) -> None:
+    config = config_for(MqttUrl.parse("mqtt://127.0.0.1:1"), tmp_path)
+    state = Path(config.probe.state_dir).resolve()
+    mounts = tmp_path / "mounts"
+    escaped = str(state.parent).replace(" ", "\\040")
+    lines = (PROC / "raspios-mounts-lazytime").read_text()
+    mounts.write_text(lines + f"tmpfs {escaped} tmpfs rw,nosuid,nodev 0 0\n")
+    check = sd_card_check(config, mounts)
+    assert check.verdict == "FAIL"  # in RAM: a power cut loses the outbox
+    assert "state_dir" in check.fix
+    mounts.write_text(lines + f"/dev/sda1 {escaped} ext4 rw,relatime 0 0\n")
+    assert sd_card_check(config, mounts).verdict == "WARN"
+    mounts.write_text(lines + "garbage\n\n/dev/sda1 /elsewhere ext4 rw,relatime 0 0\n")
+    assert sd_card_check(config, mounts).verdict == "PASS"  # the root, with lazytime
+
+
+def test_unreadable_mounts_are_a_warning_not_a_crash(tmp_path: Path) -> None:
+    config = config_for(MqttUrl.parse("mqtt://127.0.0.1:1"), tmp_path)
+    assert sd_card_check(config, tmp_path / "absent").verdict == "WARN"
+    (tmp_path / "binary").write_bytes(b"\xff\xfe\x00 / ext4\n")
+    assert sd_card_check(config, tmp_path / "binary").verdict == "WARN"

@@ -329,3 +329,66 @@ def test_scaling_doc_figures_come_from_the_benchmarks() -> None:
     )
     from_benchmarks = [figure for figure in quoted if figure in benchmarks]
     assert len(from_benchmarks) >= 3, "the sizing section must quote docs/benchmarks.md"
+
+
+MOUNT_OPTION = DEPLOY / "pi" / "mount-option.awk"
+RASPIOS_FSTAB = Path(__file__).parent / "data" / "fstab" / "raspios-bookworm.fstab"
+
+
+def awks() -> list[str]:
+    """Every awk here: Raspberry Pi OS has mawk, other Debian machines gawk."""
+    found = [name for name in ("mawk", "gawk", "busybox") if shutil.which(name)]
+    if not found:
+        skip_unless_ci("no awk is installed (Debian: apt-get install mawk)")
+    return found
+
+
+def add_mount_option(awk: str, fstab: str, mountpoint: str, option: str) -> tuple[int, str]:
+    command = [awk, "-v", f"mountpoint={mountpoint}", "-v", f"option={option}"]
+    if awk == "busybox":
+        command.insert(1, "awk")
+    result = subprocess.run(
+        [*command, "-f", str(MOUNT_OPTION)],
+        input=fstab,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.returncode, result.stdout
+
+
+def test_lazytime_is_added_to_the_root_entry_of_raspberry_pi_os() -> None:
+    fstab = RASPIOS_FSTAB.read_text()
+    for awk in awks():
+        status, changed = add_mount_option(awk, fstab, "/", "lazytime")
+        assert status == 0, awk
+        assert changed.splitlines() == [
+            *fstab.splitlines()[:2],
+            "PARTUUID=4e639091-02  /               ext4    defaults,noatime,lazytime  0       1",
+            fstab.splitlines()[3],
+        ], awk
+
+
+def test_an_option_already_there_changes_nothing() -> None:
+    fstab = RASPIOS_FSTAB.read_text()
+    for awk in awks():
+        once = add_mount_option(awk, fstab, "/", "lazytime")[1]
+        assert add_mount_option(awk, once, "/", "lazytime") == (0, once), awk
+        assert add_mount_option(awk, fstab, "/", "noatime") == (0, fstab), awk
+
+
+def test_a_mount_point_without_an_entry_is_reported_and_nothing_changes() -> None:
+    fstab = RASPIOS_FSTAB.read_text()
+    for awk in awks():
+        assert add_mount_option(awk, fstab, "/var/lib/coverwatch", "lazytime") == (3, fstab)
+        # A comment that mentions the mount point is not an entry.
+        commented = "# PARTUUID=1-02  /data  ext4  defaults  0  1\n"
+        assert add_mount_option(awk, commented, "/data", "lazytime") == (3, commented)
+
+
+def test_install_script_sets_lazytime_with_the_awk_script() -> None:
+    text = INSTALL.read_text()
+    assert 'mount -o remount,lazytime "$mount_point"' in text
+    assert '-f "$SCRIPT_DIR/mount-option.awk" /etc/fstab' in text
+    assert "mv -f /etc/fstab.coverwatch-new /etc/fstab" in text  # atomic, never truncated
+    assert "--no-lazytime" in text

@@ -18,22 +18,17 @@ the harness has teeth.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import skip_unless_ci
 from tests.lazyfs_harness import (
     Inspection,
     LazyFS,
-    LazyFSError,
     Ledger,
     OutboxProcess,
     inspect_outbox,
-    lazyfs_binary,
-    missing_requirement,
     problems,
 )
 
@@ -48,25 +43,6 @@ DURABLE_MODES = ("round-log", "sqlite")
 def _commit_file(writer: OutboxProcess) -> str:
     """The file an add writes and syncs: the round log, or SQLite's WAL."""
     return WAL if writer.mode in ("sqlite", "not-durable") else ROUNDS
-
-
-@pytest.fixture
-def lazyfs(tmp_path: Path) -> Iterator[LazyFS]:
-    """A LazyFS of this test's own (config, FIFOs, backing directory), unmounted after."""
-    reason = missing_requirement()
-    if reason is not None:
-        skip_unless_ci(reason)
-    binary = lazyfs_binary()
-    assert binary is not None
-    fs = LazyFS(binary, tmp_path / "lazyfs")
-    try:
-        try:
-            fs.mount()
-        except LazyFSError as error:
-            skip_unless_ci(f"LazyFS does not mount on this machine: {error}")
-        yield fs
-    finally:
-        fs.cleanup()
 
 
 # -------------------------------------------------------------------- scenarios

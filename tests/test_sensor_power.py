@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from agent.heartbeat import Heartbeat, HeartbeatFile
 from agent.sensors import registered
 from agent.sensors.base import SensorContext, SensorError
 from agent.sensors.power import (
     CLEAN_STOP_FILE,
     HEARTBEAT_FILE,
+    LEGACY_HEARTBEAT_FILE,
     BatteryFallback,
     PowerSensor,
     Settings,
@@ -57,9 +59,11 @@ def sensor(
 
 
 def write_heartbeat(state_dir: Path, boot_id: str, wall_time: datetime) -> None:
-    (state_dir / HEARTBEAT_FILE).write_text(
-        json.dumps({"boot_id": boot_id, "wall_time": wall_time.isoformat()})
-    )
+    HeartbeatFile(state_dir / HEARTBEAT_FILE).write(Heartbeat(boot_id, wall_time))
+
+
+def stored_heartbeat(state_dir: Path) -> Heartbeat | None:
+    return HeartbeatFile(state_dir / HEARTBEAT_FILE).load()
 
 
 def power_reading(readings: Sequence[object]) -> PowerReading:
@@ -80,8 +84,7 @@ def test_first_read_writes_a_heartbeat_and_reports_uptime(tmp_path: Path) -> Non
     assert power.undervoltage_now is None  # not a Pi: no vcgencmd, no rpi_volt
     assert power.undervoltage_since_boot is None
     assert (power.on_mains, power.battery_pct, power.battery_charging) == (None, None, None)
-    heartbeat = json.loads((tmp_path / HEARTBEAT_FILE).read_text())
-    assert heartbeat == {"boot_id": BOOT_ID, "wall_time": "2026-11-22T08:15:00+00:00"}
+    assert stored_heartbeat(tmp_path) == Heartbeat(BOOT_ID, NOW)
     assert [path.name for path in tmp_path.iterdir()] == [HEARTBEAT_FILE]  # no temp left
 
 
@@ -97,7 +100,7 @@ def test_reboot_without_clean_stop_is_an_outage(tmp_path: Path) -> None:
     assert outage.outage_duration_s == pytest.approx(3 * 3600 - 120.53)
     assert outage.boot_id == BOOT_ID
     # Reported once: the heartbeat now names this boot.
-    assert json.loads((tmp_path / HEARTBEAT_FILE).read_text())["boot_id"] == BOOT_ID
+    assert stored_heartbeat(tmp_path) == Heartbeat(BOOT_ID, NOW)
     assert outages(list(power.read(stamp(NOW + timedelta(minutes=1))))) == []
 
 
@@ -126,7 +129,7 @@ def test_outage_waits_for_ntp_then_reports(tmp_path: Path) -> None:
     power = sensor(tmp_path)
     assert outages(list(power.read(stamp(NOW, ntp_synced=False)))) == []
     # The previous boot's heartbeat is kept until the outage is reported.
-    assert json.loads((tmp_path / HEARTBEAT_FILE).read_text())["boot_id"] == OTHER_BOOT_ID
+    assert stored_heartbeat(tmp_path) == Heartbeat(OTHER_BOOT_ID, last_heartbeat)
     [outage] = outages(list(power.read(stamp(NOW + timedelta(seconds=30)))))
     assert outage.outage_started_at == last_heartbeat
     assert outage.ntp_synced
@@ -139,9 +142,80 @@ def test_outage_reported_unsynced_after_the_wait(tmp_path: Path) -> None:
     assert not outage.ntp_synced
 
 
-def test_unreadable_heartbeat_claims_no_outage(tmp_path: Path) -> None:
-    (tmp_path / HEARTBEAT_FILE).write_text('{"boot_id": "torn')
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"\0" * 8192, b"CWHB" + b"\xff" * 8188, b'{"boot_id": "torn', bytes(range(256)) * 32],
+)
+def test_unreadable_heartbeat_claims_no_outage(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / HEARTBEAT_FILE).write_bytes(content)
     assert outages(list(sensor(tmp_path).read(stamp(NOW)))) == []
+    assert stored_heartbeat(tmp_path) == Heartbeat(BOOT_ID, NOW)  # and it heals
+
+
+def test_unreadable_legacy_heartbeat_claims_no_outage(tmp_path: Path) -> None:
+    (tmp_path / LEGACY_HEARTBEAT_FILE).write_text('{"boot_id": "torn')
+    assert outages(list(sensor(tmp_path).read(stamp(NOW)))) == []
+
+
+def test_a_heartbeat_of_the_version_before_is_honoured_once_then_removed(
+    tmp_path: Path,
+) -> None:
+    last_heartbeat = NOW - timedelta(hours=5)
+    (tmp_path / LEGACY_HEARTBEAT_FILE).write_text(
+        json.dumps({"boot_id": OTHER_BOOT_ID, "wall_time": last_heartbeat.isoformat()})
+    )
+    power = sensor(tmp_path)
+    [outage] = outages(list(power.read(stamp(NOW))))
+    assert outage.outage_started_at == last_heartbeat
+    assert not (tmp_path / LEGACY_HEARTBEAT_FILE).exists()
+    assert outages(list(power.read(stamp(NOW + timedelta(minutes=1))))) == []
+
+
+def test_each_heartbeat_rewrites_one_slot_in_place(tmp_path: Path) -> None:
+    """No new file, no growth: the heartbeat costs the card one sector, not a new inode,
+    a data block and a directory entry every round."""
+    power = sensor(tmp_path)
+    power.read(stamp(NOW))
+    path = tmp_path / HEARTBEAT_FILE
+    before = path.stat()
+    for minute in range(1, 4):
+        power.read(stamp(NOW + timedelta(minutes=minute)))
+    after = path.stat()
+    assert (after.st_ino, after.st_size) == (before.st_ino, before.st_size) == (after.st_ino, 8192)
+    assert [p.name for p in tmp_path.iterdir()] == [HEARTBEAT_FILE]
+    assert stored_heartbeat(tmp_path) == Heartbeat(BOOT_ID, NOW + timedelta(minutes=3))
+
+
+def test_a_torn_heartbeat_leaves_the_one_before(tmp_path: Path) -> None:
+    """A power cut in the middle of a heartbeat's write: the other slot still holds the
+    previous heartbeat, so the outage starts at the last heartbeat written whole."""
+    heartbeats = HeartbeatFile(tmp_path / HEARTBEAT_FILE)
+    first = Heartbeat(OTHER_BOOT_ID, NOW - timedelta(hours=2))
+    second = Heartbeat(OTHER_BOOT_ID, NOW - timedelta(hours=2) + timedelta(minutes=1))
+    heartbeats.write(first)
+    heartbeats.write(second)
+    assert heartbeats.load() == second
+    data = bytearray((tmp_path / HEARTBEAT_FILE).read_bytes())
+    # Counters 1 and 2: the second heartbeat went to slot 2 % 2 = 0, at offset 0.
+    assert data[0:4] == b"CWHB"
+    assert int.from_bytes(data[4:12], "little") == 2
+    # Torn so that it still parses (minute 16 -> 17): only the CRC can tell.
+    at = data.index(b"T06:16", 0, 512) + 5
+    data[at] = ord("7")
+    (tmp_path / HEARTBEAT_FILE).write_bytes(bytes(data))
+    assert HeartbeatFile(tmp_path / HEARTBEAT_FILE).load() == first
+    [outage] = outages(list(sensor(tmp_path).read(stamp(NOW))))
+    assert outage.outage_started_at == first.wall_time
+
+
+def test_heartbeats_go_on_after_a_torn_slot(tmp_path: Path) -> None:
+    """The next write after a restart lands in the slot that does not hold the newest
+    valid heartbeat, and its counter is above it."""
+    path = tmp_path / HEARTBEAT_FILE
+    HeartbeatFile(path).write(Heartbeat(BOOT_ID, NOW))
+    HeartbeatFile(path).write(Heartbeat(BOOT_ID, NOW + timedelta(minutes=1)))
+    HeartbeatFile(path).write(Heartbeat(BOOT_ID, NOW + timedelta(minutes=2)))
+    assert HeartbeatFile(path).load() == Heartbeat(BOOT_ID, NOW + timedelta(minutes=2))
 
 
 @pytest.mark.parametrize(

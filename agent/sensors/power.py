@@ -1,8 +1,9 @@
 """Power: uptime, Raspberry Pi under-voltage, mains/battery, and outages found after boot.
 
-Outage detection. Every round the sensor rewrites a small heartbeat file in the state
-directory (boot id + wall time), durably: temp file, fsync, rename, fsync of the
-directory, so a power cut leaves either the old or the new heartbeat, never a torn one.
+Outage detection. Every round the sensor writes a heartbeat (boot id + wall time) into
+the state directory, durably and for one sector of the SD card (:mod:`agent.heartbeat`:
+two alternating slots, so a power cut leaves the old or the new heartbeat, never a torn
+one; probes upgraded from the JSON heartbeat file have it read once, then removed).
 On a clean shutdown the daemon calls :meth:`PowerSensor.mark_clean_stop`, which writes
 a clean-stop marker naming the boot. When the sensor later finds a heartbeat from
 another boot and no clean-stop marker for that boot, the probe lost power (or
@@ -29,15 +30,19 @@ import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from agent.heartbeat import Heartbeat, HeartbeatFile, parse_heartbeat
+from agent.sectorio import fsync_directory
 from agent.sensors._system import CommandRunner, read_text, run_command, within
 from agent.sensors.base import Sensor, SensorContext, SensorError, SensorPlugin, Stamp, register
-from coverwatch.protocol import BOOT_ID_RE, OutageReading, PowerReading, Reading
+from coverwatch.protocol import OutageReading, PowerReading, Reading
 
-HEARTBEAT_FILE = "power-heartbeat.json"
+HEARTBEAT_FILE = "power-heartbeat"
+# Where heartbeats were kept before (replaced whole every round): read once after an upgrade.
+LEGACY_HEARTBEAT_FILE = "power-heartbeat.json"
 CLEAN_STOP_FILE = "power-clean-stop.json"
 
 _UNDERVOLTAGE_NOW = 0x1
@@ -60,12 +65,6 @@ class Settings:
             "the outage with an unsynchronised clock."
         },
     )
-
-
-@dataclass(frozen=True)
-class Heartbeat:
-    boot_id: str
-    wall_time: datetime
 
 
 @dataclass(frozen=True)
@@ -109,24 +108,15 @@ def write_atomically(path: Path, data: dict[str, Any]) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_name)
         raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # make the rename itself durable
-    finally:
-        os.close(directory)
+    fsync_directory(path.parent)  # make the rename itself durable
 
 
-def load_heartbeat(path: Path) -> Heartbeat | None:
-    """The heartbeat, or None when absent or unreadable (then no outage can be claimed)."""
+def load_legacy_heartbeat(path: Path) -> Heartbeat | None:
+    """The JSON heartbeat of an earlier version, or None when absent or unreadable."""
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-        boot_id = str(document["boot_id"])
-        wall_time = datetime.fromisoformat(document["wall_time"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return parse_heartbeat(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
         return None
-    if not re.fullmatch(BOOT_ID_RE, boot_id) or wall_time.tzinfo is None:
-        return None
-    return Heartbeat(boot_id, wall_time)
 
 
 def _clean_stop_boot(path: Path) -> str | None:
@@ -210,7 +200,8 @@ class PowerSensor:
         battery: Callable[[], BatteryFallback | None] = psutil_battery,
     ) -> None:
         self.settings = settings
-        self._heartbeat_path = state_dir / HEARTBEAT_FILE
+        self._heartbeat = HeartbeatFile(state_dir / HEARTBEAT_FILE)
+        self._legacy_heartbeat_path = state_dir / LEGACY_HEARTBEAT_FILE
         self._clean_stop_path = state_dir / CLEAN_STOP_FILE
         self._proc = proc
         self._sysfs = sysfs
@@ -227,10 +218,9 @@ class PowerSensor:
             readings.append(outage)
         if settled:
             # Until the previous boot is judged, its heartbeat must stay on disk.
-            write_atomically(
-                self._heartbeat_path,
-                {"boot_id": stamp.boot_id, "wall_time": stamp.taken_at.isoformat()},
-            )
+            self._heartbeat.write(Heartbeat(stamp.boot_id, stamp.taken_at))
+            with contextlib.suppress(FileNotFoundError):
+                self._legacy_heartbeat_path.unlink()  # superseded by the line above
         self._boot_id = stamp.boot_id
         undervoltage_now, undervoltage_since_boot = self._undervoltage()
         supply = self._supply()
@@ -269,7 +259,7 @@ class PowerSensor:
 
     def _check_outage(self, stamp: Stamp, uptime_s: float) -> tuple[OutageReading | None, bool]:
         """(the outage to report, whether the previous boot is settled)."""
-        previous = load_heartbeat(self._heartbeat_path)
+        previous = self._heartbeat.load() or load_legacy_heartbeat(self._legacy_heartbeat_path)
         if previous is None or previous.boot_id == stamp.boot_id:
             self._forget_clean_stop()
             return None, True

@@ -19,6 +19,7 @@ SOURCE="$(cd "$SCRIPT_DIR/../.." && pwd)"
 KIT=""
 WITH_APT=1
 START=1
+LAZYTIME=1
 
 usage() {
     cat <<USAGE
@@ -29,6 +30,7 @@ usage: sudo $0 [--kit DIR] [--source DIR] [--no-apt] [--no-start]
   --source DIR  the coverwatch source to install (default: $SOURCE)
   --no-apt      do not install Debian packages (offline re-install)
   --no-start    install and enable, but do not start the agent now
+  --no-lazytime leave the mount options of the state directory's file system alone
 USAGE
 }
 
@@ -42,6 +44,7 @@ while [ $# -gt 0 ]; do
         --source) SOURCE="${2:?--source needs a directory}"; shift 2 ;;
         --no-apt) WITH_APT=0; shift ;;
         --no-start) START=0; shift ;;
+        --no-lazytime) LAZYTIME=0; shift ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown option: $1" ;;
     esac
@@ -120,6 +123,47 @@ elif [ ! -f "$CONFIG_DIR/probe.toml" ]; then
     START=0
 fi
 install -d -m 0750 -o coverwatch -g coverwatch "$STATE_DIR"
+
+# Every round the agent writes one sector durably (the round log, the power heartbeat).
+# Without lazytime each of those writes also updates the file's modification time, which
+# rewrites a 4 KB inode block on the SD card every round: 7x the data itself
+# (docs/benchmarks.md, "A cheap probe"). lazytime keeps time-only updates in RAM.
+if [ "$LAZYTIME" -eq 1 ]; then
+    mount_point="$(findmnt -n -o TARGET -T "$STATE_DIR")"
+    mount_options="$(findmnt -n -o OPTIONS -T "$STATE_DIR")"
+    fs_type="$(findmnt -n -o FSTYPE -T "$STATE_DIR")"
+    case ",$mount_options," in
+        *,lazytime,*) say "SD card: $mount_point is already mounted with lazytime" ;;
+        *)
+            case "$fs_type" in
+                ext4|ext3|f2fs|btrfs|xfs)
+                    say "SD card: lazytime on $mount_point ($fs_type), now and in /etc/fstab"
+                    mount -o remount,lazytime "$mount_point" \
+                        || warn "could not remount $mount_point with lazytime; it applies after a reboot"
+                    status=0
+                    awk -v mountpoint="$mount_point" -v option=lazytime \
+                        -f "$SCRIPT_DIR/mount-option.awk" /etc/fstab > /etc/fstab.coverwatch-new || status=$?
+                    if [ "$status" -eq 0 ]; then
+                        if ! cmp -s /etc/fstab /etc/fstab.coverwatch-new; then
+                            # A rename, so that a power cut leaves the old or the new fstab.
+                            cp -p /etc/fstab /etc/fstab.coverwatch-backup
+                            chmod --reference=/etc/fstab /etc/fstab.coverwatch-new
+                            chown --reference=/etc/fstab /etc/fstab.coverwatch-new
+                            sync /etc/fstab.coverwatch-new
+                            mv -f /etc/fstab.coverwatch-new /etc/fstab
+                            sync /etc
+                        fi
+                        rm -f /etc/fstab.coverwatch-new
+                    else
+                        rm -f /etc/fstab.coverwatch-new
+                        warn "/etc/fstab has no line for $mount_point: add lazytime to its options yourself"
+                    fi
+                    ;;
+                *) warn "$STATE_DIR is on $fs_type ($mount_point): lazytime not set, SD-card writes are higher" ;;
+            esac
+            ;;
+    esac
+fi
 
 say "systemd unit $SERVICE"
 install -m 0644 "$SCRIPT_DIR/coverwatch-probe.service" "/etc/systemd/system/$SERVICE.service"
