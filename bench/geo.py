@@ -47,7 +47,9 @@ sample of ``--naive-sample`` villages, extrapolated to all of them;
 **HTTP** under 20 concurrent clients: ``coverwatch serve`` as a separate process (the
 honest figure: the server has its own interpreter) and the same app in a thread of this
 process (``geo.web.serve_in_thread``), each endpoint on a fresh server: one request alone,
-then ``wrk -t2 -c20 -d20s --latency`` on ``/api/villages`` and on ``/map``; p50/p90/p99 and
+then ``wrk -t2 -c20 -d20s --latency`` on ``/api/villages`` and on ``/map``, asking for
+gzip as browsers do (``--identity``: plain answers; the server compresses each answer once,
+when it computes it); p50/p90/p99 and
 requests/s from wrk's output, p95 and the count of answers per HTTP status from a Lua
 script. wrk counts only the answers that arrive before it stops (the server's queries
 still running then are terminated), and it times error answers too: when fewer requests
@@ -1188,6 +1190,10 @@ def load_test(base: str, path: str, mode: str, args: argparse.Namespace, script:
         f"-c{args.clients}",
         f"-d{duration}s",
         "--latency",
+        # What a browser (or QGIS, or curl --compressed) sends; --identity measures
+        # clients that do not take gzip.
+        "-H",
+        f"Accept-Encoding: {'identity' if args.identity else 'gzip, deflate, br'}",
         "--timeout",
         f"{duration + 60}s",  # slow answers are latency, not errors
         "-s",
@@ -1625,6 +1631,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--profile", action="store_true", help="print EXPLAIN ANALYZE and cProfile at the end"
+    )
+    parser.add_argument(
+        "--identity",
+        action="store_true",
+        help="wrk asks for uncompressed answers (default: Accept-Encoding gzip, as browsers)",
     )
     parser.add_argument("--wrk", default=shutil.which("wrk"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -50,7 +50,7 @@ from litestar.exceptions import (
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, Operation, SecurityScheme
-from litestar.params import FromPath, Parameter, QueryParameter
+from litestar.params import FromPath, HeaderParameter, Parameter, QueryParameter
 from litestar.response import File
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -61,6 +61,7 @@ from geo import maps, params, registry, report
 from geo.analysis import analyse
 from geo.assets import STATIC_DIR
 from geo.cache import DEFAULT_CACHE_S, AnswerCache
+from geo.compression import Encoded, accepts_gzip
 from geo.coverage import TimeWindow, by_probe, probe_coverage
 from geo.deadzones import probe_dead_zones
 from geo.operators import CODE_OF_NAME, OPERATOR_NAMES
@@ -548,6 +549,27 @@ def _cache_headers(state: State, age_s: float) -> dict[str, str]:
     return {"Cache-Control": f"public, max-age={remaining}", "Age": str(int(age_s))}
 
 
+def _encoded_response(
+    state: State, encoded: Encoded, age_s: float, accept_encoding: str | None, media_type: str
+) -> Response[bytes]:
+    """The cached answer, gzipped when the client accepts it (compressed once, cached)."""
+    headers = {**_cache_headers(state, age_s), "Vary": "Accept-Encoding"}
+    if accepts_gzip(accept_encoding):
+        headers["Content-Encoding"] = "gzip"
+        return Response(encoded.gzipped, media_type=media_type, headers=headers)
+    return Response(encoded.identity, media_type=media_type, headers=headers)
+
+
+AcceptEncoding = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Accept-Encoding",
+        description="gzip: the answer comes gzipped (8-10x smaller for a province)",
+        required=False,
+    ),
+]
+
+
 @contextmanager
 def _connection(state: State) -> Iterator[psycopg.Connection[Any]]:
     try:
@@ -711,12 +733,23 @@ async def list_villages(
     window: Window = "30d",
     since: Since = None,
     radius_km: RadiusKm = DEFAULT_RADIUS_M / 1000,
+    accept_encoding: AcceptEncoding = None,
 ) -> Response[bytes]:
     """Villages as a GeoJSON FeatureCollection with their coverage status."""
     # async, with the work in a thread: litestar 2.25 wraps a sync handler twice when a
     # GET and a POST handler share a path, and the GET then returns a coroutine.
     return await anyio.to_thread.run_sync(
-        functools.partial(_villages, state, operator, province, status, window, since, radius_km)
+        functools.partial(
+            _villages,
+            state,
+            operator,
+            province,
+            status,
+            window,
+            since,
+            radius_km,
+            accept_encoding,
+        )
     )
 
 
@@ -728,6 +761,7 @@ def _villages(
     window: str,
     since: str | None,
     radius_km: float,
+    accept_encoding: str | None,
 ) -> Response[bytes]:
     code = _operator(operator)
     _text("province", province)
@@ -735,7 +769,7 @@ def _villages(
     span = _window(window, since)
     radius_m = _radius_m(radius_km)
 
-    def compute() -> bytes:
+    def compute() -> Encoded:
         with _connection(state) as connection:
             _check_province(connection, province)
             statuses, _ = _statuses(connection, span, radius_m, province)
@@ -748,11 +782,11 @@ def _villages(
             "until": span.end.isoformat(),
             "features": features,
         }
-        return msgspec.json.encode(body)
+        return Encoded.of(msgspec.json.encode(body))
 
     key = ("villages", code, province, wanted, window, since, radius_m)
     content, age = _cache(state).get(key, compute)
-    return Response(content, media_type=GEOJSON, headers=_cache_headers(state, age))
+    return _encoded_response(state, content, age, accept_encoding, GEOJSON)
 
 
 @get(
@@ -888,25 +922,27 @@ def coverage_map(
     window: Window = "30d",
     since: Since = None,
     radius_km: RadiusKm = DEFAULT_RADIUS_M / 1000,
-) -> Response[str]:
+    accept_encoding: AcceptEncoding = None,
+) -> Response[bytes]:
     """The coverage map (HTML; its scripts and styles are served under /static)."""
     _text("province", province)
     span = _window(window, since)
     radius_m = _radius_m(radius_km)
 
-    def compute() -> str:
+    def compute() -> Encoded:
         with _connection(state) as connection:
             _check_province(connection, province)
             data = maps.collect(connection, span, radius_m=radius_m, province=province)
-        return maps.render(
+        page = maps.render(
             data,
             static_url=STATIC_URL,
             tiles=state.tiles,
             tiles_attribution=state.tiles_attribution,
         )
+        return Encoded.of(page.encode("utf-8"))
 
     page, age = _cache(state).get(("map", province, window, since, radius_m), compute)
-    return Response(page, media_type=MediaType.HTML, headers=_cache_headers(state, age))
+    return _encoded_response(state, page, age, accept_encoding, MediaType.HTML)
 
 
 _STATIC_ROOT: Final = Path(STATIC_DIR).resolve()

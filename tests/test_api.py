@@ -430,3 +430,22 @@ def test_serve_refuses_a_bad_cache_age_before_starting(value: str, problem: str)
     assert result.returncode == 2
     assert "--cache-s" in result.stderr
     assert problem in result.stderr
+
+
+@pytest.mark.parametrize("path", ["/api/villages", "/map"])
+def test_big_answers_come_gzipped_to_clients_that_accept_it(
+    client: TestClient[Litestar], path: str
+) -> None:
+    plain = client.get(path, headers={"Accept-Encoding": "identity"})
+    assert plain.status_code == 200
+    assert "content-encoding" not in plain.headers
+    assert plain.headers["vary"] == "Accept-Encoding"
+    zipped = client.get(path, headers={"Accept-Encoding": "gzip, deflate, br"})
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert zipped.headers["vary"] == "Accept-Encoding"
+    assert zipped.content == plain.content  # the client inflates it: the same answer
+    assert zipped.num_bytes_downloaded < len(plain.content) / 3
+    assert zipped.headers["content-type"] == plain.headers["content-type"]
+    refused = client.get(path, headers={"Accept-Encoding": "gzip;q=0, *;q=1"})
+    assert "content-encoding" not in refused.headers
+    assert refused.content == plain.content
