@@ -154,13 +154,13 @@ FROM coverage_by_probe(%(start)s, %(end)s)
 ORDER BY probe_id, operator, technology = 'all' DESC, technology
 """
 
+# Registered probes; those that sent signal readings without being registered come from
+# the activity rows (coverage_probe_activity is computed once per analysis).
 _PROBES_SQL = """
-SELECT probe_id, p.village, p.lon, p.lat, coalesce(p.report_interval_s, 300)
-FROM probes p
-FULL JOIN (SELECT probe_id FROM coverage_probe_activity(%(start)s, %(end)s)
-           WHERE signal_slots > 0) seen USING (probe_id)
-ORDER BY probe_id
+SELECT probe_id, village, lon, lat, coalesce(report_interval_s, 300)
+FROM probes
 """
+_UNREGISTERED_INTERVAL_S = 300  # the collector's default report_interval_s
 
 # Share of the window's report slots (one per report_interval_s) with a signal reading,
 # and latency over every target (rtt: mean of the rounds' medians).
@@ -207,8 +207,13 @@ def probe_coverage(connection: psycopg.Connection[Any], window: TimeWindow) -> l
         )
     activity = {row[0]: row[1:] for row in connection.execute(_ACTIVITY_SQL, params)}
     outages = {row[0]: row[1:] for row in connection.execute(_OUTAGES_SQL, params)}
+    placed = {row[0]: row[1:] for row in connection.execute(_PROBES_SQL)}
+    for probe_id, (signal_slots, *_) in activity.items():
+        if signal_slots > 0 and probe_id not in placed:
+            placed[probe_id] = (None, None, None, _UNREGISTERED_INTERVAL_S)
     result = []
-    for probe_id, village, lon, lat, interval_s in connection.execute(_PROBES_SQL, params):
+    for probe_id in sorted(placed):
+        village, lon, lat, interval_s = placed[probe_id]
         slots, rounds, rtt, loss = activity.get(probe_id, (0, 0, None, None))
         outage_count, outage_s = outages.get(probe_id, (0, 0.0))
         expected_slots = max(window.seconds / interval_s, 1.0)
