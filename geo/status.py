@@ -11,7 +11,9 @@ operator, the village is **unmeasured** for it — never "none".
 
 This module adds what is not a coverage verdict: the nearest probe at any distance
 (an STRtree in a local metric projection), shown so that a technician knows how far
-the closest measurement is.
+the closest measurement is; and the operators that nearby probes' network scans heard
+but no probe measured (:mod:`geo.scan_evidence`), listed apart as ``evidence: "scan"``
+and never counted as coverage.
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ from geo.coverage import ProbeCoverage, TimeWindow
 from geo.operators import operator_label
 from geo.projection import LocalProjection, haversine_m
 from geo.registry import Village
+from geo.scan_evidence import (
+    MEASURED_EVIDENCE,
+    ScanEvidence,
+    heard_operators,
+    village_scan_evidence,
+)
 from geo.thresholds import LEVELS, CoverageClass
 
 DEFAULT_RADIUS_M: Final = 3000.0
@@ -49,6 +57,9 @@ class OperatorStatus:
     availability_pct: float
     coverage_class: CoverageClass
     probes: int
+    # Measured by nearby probes, the only evidence coverage is made of (see
+    # geo.scan_evidence for the operators a scan merely heard).
+    evidence: str = MEASURED_EVIDENCE
 
     @property
     def operator_name(self) -> str:
@@ -62,6 +73,8 @@ class VillageStatus:
     operators: tuple[OperatorStatus, ...]
     nearest_probe_id: str | None
     nearest_probe_m: float | None
+    # Operators no nearby probe measured but a nearby probe's network scan heard.
+    scan_evidence: tuple[ScanEvidence, ...] = ()
 
     @property
     def best(self) -> OperatorStatus | None:
@@ -100,9 +113,11 @@ class VillageStatus:
                     "availability_pct": round(o.availability_pct, 1),
                     "coverage_class": o.coverage_class,
                     "probes": o.probes,
+                    "evidence": o.evidence,
                 }
                 for o in self.operators
             ],
+            "scan_evidence": [e.to_dict() for e in self.scan_evidence],
         }
 
 
@@ -151,6 +166,9 @@ def village_status(
             OperatorStatus(operator, float(availability), coverage_class, int(count))
         )
     nearest_id, nearest_m = _nearest_probes(villages, probes)
+    heard = heard_operators(
+        connection, (p.probe_id for near in nearby_of.values() for p in near), window
+    )
     return [
         VillageStatus(
             village,
@@ -158,6 +176,11 @@ def village_status(
             tuple(operators_of.get(village.village_id, ())),
             nearest_id[i],
             nearest_m[i],
+            village_scan_evidence(
+                [(p.probe_id, p.distance_m) for p in nearby_of.get(village.village_id, ())],
+                heard,
+                (o.operator for o in operators_of.get(village.village_id, ())),
+            ),
         )
         for i, village in enumerate(villages)
     ]
