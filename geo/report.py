@@ -218,7 +218,7 @@ _TABLE_COLUMNS = (
     ("grid", "grid_power"),
     ("outages", "power_outages"),
     ("out h", "outage_hours"),
-    ("heard by scan (not measured)", "heard_by_scan"),
+    ("heard by scan", "heard_by_scan"),
 )
 
 
@@ -247,7 +247,7 @@ def to_table(rows: Sequence[UncoveredVillage]) -> str:
 
 
 def _cell(value: Any) -> str:
-    if value is None:
+    if value is None or value == "":
         return "-"
     if isinstance(value, float):
         return f"{value:.1f}" if abs(value) < 100 else f"{value:.0f}"

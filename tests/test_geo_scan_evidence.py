@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 import psycopg
 import pytest
+from litestar.testing import TestClient
 
 from agent.sensors.cellular import Settings
 from agent.sensors.cellular.scan import scan_over_at
@@ -18,6 +19,7 @@ from agent.sensors.cellular.scan_result import scan_readings
 from collector import schema
 from collector.storage import InboundMessage, Store
 from coverwatch import protocol
+from geo import web
 from geo.analysis import analyse
 from geo.coverage import TimeWindow
 from geo.maps import MapData, payload
@@ -137,3 +139,33 @@ def test_scans_are_evidence_for_unmeasured_operators_and_never_coverage(
     assert villages["Khuổi Khon"][10] == []
     assert villages["Bản Xa"][5] == villages["Khuổi Khon"][5]  # both unmeasured, same colour
     assert villages["Bản Xa"][10][0] == ["MobiFone", "lte, umts", None, 1]
+
+
+def test_the_api_lists_scan_evidence_apart_from_the_measured_operators(
+    connection: psycopg.Connection[Any], database_url: str
+) -> None:
+    store_scan(database_url, "cb-scans", START + timedelta(hours=6), first_seq=10_000)
+    store_scan(database_url, "cb-measures", START + timedelta(hours=7), first_seq=10_000)
+    with TestClient(app=web.create_app(database_url)) as client:
+        response = client.get("/api/villages", params={"window": "1d"})
+        filtered = client.get("/api/villages", params={"window": "1d", "operator": "MobiFone"})
+    assert response.status_code == 200
+    villages = {f["properties"]["name"]: f["properties"] for f in response.json()["features"]}
+    scan_only = villages["Bản Xa"]
+    assert scan_only["status"] == "unmeasured"
+    assert scan_only["operators"] == []
+    assert [e["operator_name"] for e in scan_only["scan_evidence"]] == [
+        "MobiFone",
+        "VinaPhone",
+        "Viettel",
+        "Vietnamobile",
+    ]
+    assert {e["evidence"] for e in scan_only["scan_evidence"]} == {"scan"}
+    measured = villages["Nà Pài"]
+    assert [(o["operator_name"], o["evidence"]) for o in measured["operators"]] == [
+        ("Viettel", "probe")
+    ]
+    # Filtered by an operator only a scan heard, a village stays unmeasured for it.
+    by_operator = {f["properties"]["name"]: f["properties"] for f in filtered.json()["features"]}
+    assert by_operator["Nà Pài"]["status"] == "unmeasured"
+    assert by_operator["Nà Pài"]["availability_pct"] is None

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.sensors.base import SensorError
+from agent.sensors import registered
+from agent.sensors.base import SensorContext, SensorError
 from agent.sensors.cellular import CellularSensor, Settings, check_entries
 from agent.sensors.cellular.at_parsers.cops_scan import parse_cops_scan
 from agent.sensors.cellular.at_parsers.quectel_scan import parse_qscan
@@ -454,3 +455,17 @@ def test_the_protocol_refuses_an_inconsistent_scan_reading() -> None:
     ):
         with pytest.raises(msgspec.ValidationError):
             msgspec.json.decode(msgspec.json.encode(bad), type=protocol.Reading)
+
+
+def test_one_shot_commands_never_start_a_scan(tmp_path: Path) -> None:
+    # `coverwatch-probe once` and `doctor` read the sensors once and exit: a scan would
+    # cut the connection, die with the process, and push the daemon's next scan a day on.
+    plugin = registered()["cellular"]
+    daemon = plugin.create(scan_settings(), SensorContext(state_dir=tmp_path))
+    one_shot = plugin.create(
+        scan_settings(), SensorContext(state_dir=tmp_path, background_work=False)
+    )
+    assert isinstance(daemon, CellularSensor)
+    assert isinstance(one_shot, CellularSensor)
+    assert daemon.scan is not None
+    assert one_shot.scan is None

@@ -208,7 +208,9 @@ class CellularSensor:
 
 
 def create(settings: Settings, context: SensorContext) -> Sensor:
-    return CellularSensor(settings, state_dir=context.state_dir)
+    return CellularSensor(
+        settings, state_dir=context.state_dir if context.background_work else None
+    )
 
 
 # The sample probe.toml's example of a multi-modem kit (a test loads it).
