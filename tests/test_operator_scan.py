@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,13 +16,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.sensors import registered
+from agent.sensors._system import CommandRunner
 from agent.sensors.base import SensorContext, SensorError
 from agent.sensors.cellular import CellularSensor, Settings, check_entries
 from agent.sensors.cellular.at_parsers.cops_scan import parse_cops_scan
 from agent.sensors.cellular.at_parsers.quectel_scan import parse_qscan
 from agent.sensors.cellular.at_session import AtReply
 from agent.sensors.cellular.mmcli_scan import parse_mmcli_scan
-from agent.sensors.cellular.scan import OVERRUN_GRACE_S, OperatorScan, scan_over_at
+from agent.sensors.cellular.modemmanager import ModemManagerBackend
+from agent.sensors.cellular.scan import (
+    OVERRUN_GRACE_S,
+    OperatorScan,
+    scan_over_at,
+    scan_over_mmcli,
+)
 from agent.sensors.cellular.scan_result import ScannedNetwork, ScanResult, scan_readings
 from coverwatch import protocol
 from coverwatch.protocol import OperatorScanReading, SensorErrorReading, SignalReading
@@ -469,3 +477,30 @@ def test_one_shot_commands_never_start_a_scan(tmp_path: Path) -> None:
     assert isinstance(one_shot, CellularSensor)
     assert daemon.scan is not None
     assert one_shot.scan is None
+
+
+def test_mmcli_reports_an_empty_scan_as_a_failure_that_is_read_as_nothing_heard() -> None:
+    # mmcli exits 1 when the scan's list is empty (cli/mmcli-modem-3gpp.c takes the NULL
+    # list for a failure, with no message of ModemManager's to print); a real failure
+    # (here GDBus's own timeout text, mmcli's --timeout spent) stays an error.
+    scan_argv = ("mmcli", "-m", "0", "--3gpp-scan", "--timeout=240", "-J")
+
+    def runner_failing_with(stderr: str) -> CommandRunner:
+        captured = scanning_mmcli_runner()
+
+        def run(argv: Sequence[str], timeout_s: float) -> str:
+            if tuple(argv) == scan_argv:
+                raise SensorError(f"`{' '.join(argv)}` failed: {stderr}")
+            return captured(argv, timeout_s)
+
+        return run
+
+    settings_ = scan_settings()
+    empty = runner_failing_with("error: couldn't scan networks in the modem: 'unknown error'")
+    nothing = scan_over_mmcli(settings_, ModemManagerBackend(settings_, empty), empty)
+    assert nothing == ScanResult("mmcli", ())
+    timeout = runner_failing_with(
+        "error: couldn't scan networks in the modem: 'Timeout was reached'"
+    )
+    with pytest.raises(SensorError, match="Timeout was reached"):
+        scan_over_mmcli(settings_, ModemManagerBackend(settings_, timeout), timeout)

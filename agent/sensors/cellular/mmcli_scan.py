@@ -7,6 +7,8 @@ mmcli prints one string per network under ``modem.3gpp.scan-networks``
         "operator-code: 26201, operator-name: TDG, access-technologies: lte, availability: current"
     ]}}}
 
+A scan that heard nothing is not ``[]`` here: mmcli exits with "couldn't scan networks in
+the modem: 'unknown error'" (see :func:`~.scan.scan_over_mmcli`).
 ``access-technologies`` may name several (``gsm, umts``): the network is then listed
 once per generation. ``--`` stands for a value ModemManager does not know.
 """

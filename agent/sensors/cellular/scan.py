@@ -60,6 +60,10 @@ MIN_SCAN_INTERVAL_HOURS: Final = 1.0
 OVERRUN_GRACE_S: Final = 60.0
 # mmcli itself gets this much longer than its --timeout before it is killed.
 _MMCLI_MARGIN_S: Final = 15.0
+# mmcli fails a scan that found no network: an empty list is a NULL GList, which
+# scan_process_reply() (cli/mmcli-modem-3gpp.c) takes for a failure and, with no GError
+# to show, prints this. Every real failure carries ModemManager's own message instead.
+_MMCLI_NOTHING_FOUND: Final = "couldn't scan networks in the modem: 'unknown error'"
 # AT+QSCAN is only started when at least this much of the scan's time is left.
 _QSCAN_MIN_S: Final = 20.0
 
@@ -141,10 +145,15 @@ def scan_over_mmcli(
     bound (ModemManager may finish the modem's scan on its own after mmcli gave up)."""
     index, _ = modemmanager.find_modem()
     timeout_s = int(settings.scan_timeout_s)
-    text = run(
-        ["mmcli", "-m", str(index), "--3gpp-scan", f"--timeout={timeout_s}", "-J"],
-        timeout_s + _MMCLI_MARGIN_S,
-    )
+    try:
+        text = run(
+            ["mmcli", "-m", str(index), "--3gpp-scan", f"--timeout={timeout_s}", "-J"],
+            timeout_s + _MMCLI_MARGIN_S,
+        )
+    except SensorError as error:
+        if _MMCLI_NOTHING_FOUND in str(error):
+            return ScanResult("mmcli", ())
+        raise
     return ScanResult("mmcli", tuple(parse_mmcli_scan(text)))
 
 
