@@ -123,7 +123,8 @@ def _parse_since(text: str) -> datetime:
 
 
 def _sensor_context(config: probe_config.ProbeConfig) -> SensorContext:
-    return SensorContext(state_dir=Path(config.probe.state_dir))
+    """The sensors of a one-shot command: the daemon's state, nothing in the background."""
+    return SensorContext(state_dir=Path(config.probe.state_dir), background_work=False)
 
 
 # ------------------------------------------------------------------------- commands
@@ -166,7 +167,9 @@ def _once(args: argparse.Namespace) -> int:
     # A throwaway state directory: a look at the readings must not consume the power
     # sensor's outage evidence or the throughput data budget of the real daemon.
     with tempfile.TemporaryDirectory(prefix="coverwatch-once-") as scratch:
-        sensors = build_sensors(chosen, SensorContext(state_dir=Path(scratch)))
+        sensors = build_sensors(
+            chosen, SensorContext(state_dir=Path(scratch), background_work=False)
+        )
         clock = Clock()
         stamp = clock.stamp()
         from agent.scheduler import Agent

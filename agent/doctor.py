@@ -27,6 +27,7 @@ from agent.outbox import Outbox
 from agent.sensors.base import Sensor, plugin_of
 from agent.sensors.cellular import CellularSensor, Settings
 from agent.sensors.cellular.modemmanager import describe_identity
+from agent.sensors.cellular.scan import ScanSchedule, scan_state_file
 from coverwatch import protocol
 from coverwatch.protocol import SignalReading
 
@@ -58,10 +59,11 @@ def run_checks(
 ) -> list[Check]:
     checks: list[Check] = []
     modems = [sensor for name, sensor in sorted(sensors.items()) if plugin_of(name) == "cellular"]
+    state_dir = Path(config.probe.state_dir)
     if not modems:
-        checks.extend(_modem_checks(None, clock))
+        checks.extend(_modem_checks(None, clock, state_dir))
     for modem in modems:  # every modem of a kit, each found by its own identity
-        checks.extend(_modem_checks(modem, clock))
+        checks.extend(_modem_checks(modem, clock, state_dir))
     checks.extend(_broker_checks(config, connect_timeout_s))
     checks.append(_clock_check(clock))
     checks.append(_disk_check(config, disk_usage))
@@ -70,16 +72,34 @@ def run_checks(
     return checks
 
 
-def _modem_checks(sensor: Sensor | None, clock: Clock) -> list[Check]:
+def _modem_checks(sensor: Sensor | None, clock: Clock, state_dir: Path) -> list[Check]:
     if sensor is None:
         return [_disabled_modem_check()]
     settings = sensor.settings if isinstance(sensor, CellularSensor) else None
     label = settings.name if settings is not None else ""
     checks = _one_modem_checks(sensor, clock, settings)
+    if settings is not None and settings.scan_interval_hours > 0:
+        checks.append(_scan_check(settings, state_dir))
     if not label:
         return checks
     # One modem of a kit: its name on every line ("modem viettel", "signal viettel").
     return [dataclasses.replace(check, name=f"{check.name} {label}") for check in checks]
+
+
+def _scan_check(settings: Settings, state_dir: Path) -> Check:
+    """When the operator scan runs next (doctor itself never scans)."""
+    schedule = ScanSchedule.load(state_dir / scan_state_file(settings.name))
+    due = (
+        f"next due {schedule.next_due_at:%Y-%m-%d %H:%M} UTC"
+        if schedule.next_due_at
+        else f"first within {settings.scan_jitter_minutes:g} min of the agent's start"
+    )
+    return Check(
+        "operator scan",
+        "PASS",
+        f"every {settings.scan_interval_hours:g} h, {due}; each scan takes the modem offline "
+        f"for 1-3 minutes (at most {settings.scan_timeout_s:g} s)",
+    )
 
 
 def _disabled_modem_check() -> Check:

@@ -271,6 +271,52 @@ class SystemReading(ReadingBase, frozen=True, tag="system"):
     outbox_dropped_total: NonNegativeInt | None = None
 
 
+ScanStatus: TypeAlias = Literal["available", "current", "forbidden", "unknown"]
+ScanMethod: TypeAlias = Literal["cops", "qscan", "mmcli"]
+MAX_SCAN_NETWORKS: Final = 1000
+
+
+class OperatorScanReading(ReadingBase, frozen=True, tag="operator_scan"):
+    """One operator on one technology that a network scan of a modem found.
+
+    A scan (``AT+COPS=?``, Quectel ``AT+QSCAN``, ``mmcli --3gpp-scan``) lists every
+    network the modem can hear, not only its SIM's, so a one-modem probe also sees the
+    other operators. One scan gives one reading per operator and technology, all with the
+    same ``scan_started_at`` and ``networks_found`` (how many readings the scan gave). A
+    scan that found nothing gives exactly one reading with ``networks_found`` 0 and no
+    operator: "nothing heard" is a result, distinct from "no scan" (no reading at all)
+    and from a failed scan (a ``sensor_error`` reading). ``status`` is the 27.007
+    ``<stat>`` (``current`` is the network the modem is registered on); the best cell and
+    its signal are there when the modem reports them (Quectel ``AT+QSCAN``).
+    """
+
+    scan_started_at: UtcTime
+    scan_method: ScanMethod
+    networks_found: Annotated[int, msgspec.Meta(ge=0, le=MAX_SCAN_NETWORKS)]
+    operator_code: OperatorCode | None = None
+    operator_name: ShortText | None = None
+    technology: Technology | None = None
+    status: ScanStatus | None = None
+    cell_id: Annotated[int, msgspec.Meta(ge=0, le=2**36 - 1)] | None = None
+    tac: Annotated[int, msgspec.Meta(ge=0, le=2**24 - 1)] | None = None
+    rsrp_dbm: RsrpDbm | None = None
+    rsrq_db: RsrqDb | None = None
+    rssi_dbm: RssiDbm | None = None
+    modem: ShortText | None = None
+
+    def __post_init__(self) -> None:
+        if self.networks_found == 0:
+            if self.operator_code is not None or self.status is not None:
+                raise ValueError(
+                    "a scan that found no network (networks_found 0) names no operator "
+                    "and no status"
+                )
+        elif self.operator_code is None or self.status is None:
+            raise ValueError(
+                "a scan result names its operator_code and status (networks_found > 0)"
+            )
+
+
 class SensorErrorReading(ReadingBase, frozen=True, tag="sensor_error"):
     """A sensor failed this round; the reason travels so the failure is visible."""
 
@@ -286,6 +332,7 @@ Reading: TypeAlias = (
     | ThroughputReading
     | SystemReading
     | SensorErrorReading
+    | OperatorScanReading
 )
 READING_TYPES: Final[dict[str, type[ReadingBase]]] = {
     "signal": SignalReading,
@@ -295,6 +342,7 @@ READING_TYPES: Final[dict[str, type[ReadingBase]]] = {
     "throughput": ThroughputReading,
     "system": SystemReading,
     "sensor_error": SensorErrorReading,
+    "operator_scan": OperatorScanReading,
 }
 
 

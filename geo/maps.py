@@ -239,6 +239,16 @@ def payload(data: MapData) -> dict[str, Any]:
                 None if status.nearest_probe_m is None else round(status.nearest_probe_m / 1000, 1),
                 speaking,
                 ops,
+                # Heard by nearby probes' scans, not measured: shown apart, never a class.
+                [
+                    [
+                        e.operator_name,
+                        ", ".join(e.technologies),
+                        _round(e.best_rsrp_dbm if e.best_rsrp_dbm is not None else e.best_rssi_dbm),
+                        e.probes,
+                    ]
+                    for e in status.scan_evidence
+                ],
             ]
         )
 

@@ -5,7 +5,8 @@ people who, on average over the measured time, had no usable service from any op
 Availability is a share of *readings*, so hours in which the village's probe was dark
 (a power cut, a dead probe) count as unmeasured and never as a coverage gap; the
 ``measured_pct`` and power columns show how much of the window the probe saw and why it
-may not have seen more.
+may not have seen more. ``heard_by_scan`` names the operators no probe measured that a
+nearby probe's network scan heard (:mod:`geo.scan_evidence`): a hint, never coverage.
 
 Order: measured villages by score (highest first; those with unknown population after
 them by availability), then unmeasured villages (no probe within the radius) by
@@ -52,6 +53,9 @@ class UncoveredVillage:
     power_outages: int | None
     outage_hours: float | None
     availability_pct: dict[str, float] = field(default_factory=dict)
+    # Operators no nearby probe measured that a nearby probe's network scan heard: not
+    # coverage (they change neither status nor score), where to look next.
+    heard_by_scan: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,6 +106,7 @@ def rank_uncovered(
             availability_pct={
                 o.operator_name: round(o.availability_pct, 1) for o in status.operators
             },
+            heard_by_scan=heard_by_scan(status),
         )
         if availability is None:
             order: tuple[Any, ...] = (2, -(village.population or 0), village.name)
@@ -112,6 +117,14 @@ def rank_uncovered(
         rows.append((order, row))
     rows.sort(key=lambda pair: pair[0])
     return [_with_rank(row, rank) for rank, (_, row) in enumerate(rows, start=1)]
+
+
+def heard_by_scan(status: VillageStatus) -> str:
+    """``MobiFone (lte, umts), Vietnamobile (lte)``: the scan evidence in one cell."""
+    return ", ".join(
+        f"{e.operator_name} ({', '.join(e.technologies)})" if e.technologies else e.operator_name
+        for e in status.scan_evidence
+    )
 
 
 def _with_rank(row: UncoveredVillage, rank: int) -> UncoveredVillage:
@@ -152,6 +165,7 @@ _COLUMNS = (
     "grid_power",
     "power_outages",
     "outage_hours",
+    "heard_by_scan",
 )
 
 
@@ -204,6 +218,7 @@ _TABLE_COLUMNS = (
     ("grid", "grid_power"),
     ("outages", "power_outages"),
     ("out h", "outage_hours"),
+    ("heard by scan", "heard_by_scan"),
 )
 
 
@@ -232,7 +247,7 @@ def to_table(rows: Sequence[UncoveredVillage]) -> str:
 
 
 def _cell(value: Any) -> str:
-    if value is None:
+    if value is None or value == "":
         return "-"
     if isinstance(value, float):
         return f"{value:.1f}" if abs(value) < 100 else f"{value:.0f}"

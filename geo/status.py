@@ -12,7 +12,9 @@ operator, the village is **unmeasured** for it — never "none".
 
 This module adds what is not a coverage verdict: the nearest probe at any distance
 (an STRtree in a local metric projection), shown so that a technician knows how far
-the closest measurement is.
+the closest measurement is; and the operators that nearby probes' network scans heard
+but no probe measured (:mod:`geo.scan_evidence`), listed apart as ``evidence: "scan"``
+and never counted as coverage.
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ from geo.coverage import ProbeCoverage, TimeWindow
 from geo.operators import operator_label
 from geo.projection import LocalProjection, haversine_m
 from geo.registry import Village
+from geo.scan_evidence import (
+    MEASURED_EVIDENCE,
+    ScanEvidence,
+    heard_operators,
+    village_scan_evidence,
+)
 from geo.thresholds import LEVELS, CoverageClass
 
 DEFAULT_RADIUS_M: Final = 3000.0
@@ -50,6 +58,9 @@ class OperatorStatus:
     availability_pct: float
     coverage_class: CoverageClass
     probes: int
+    # Measured by nearby probes, the only evidence coverage is made of (see
+    # geo.scan_evidence for the operators a scan merely heard).
+    evidence: str = MEASURED_EVIDENCE
 
     @property
     def operator_name(self) -> str:
@@ -63,6 +74,8 @@ class VillageStatus:
     operators: tuple[OperatorStatus, ...]
     nearest_probe_id: str | None
     nearest_probe_m: float | None
+    # Operators no nearby probe measured but a nearby probe's network scan heard.
+    scan_evidence: tuple[ScanEvidence, ...] = ()
 
     @property
     def best(self) -> OperatorStatus | None:
@@ -101,9 +114,11 @@ class VillageStatus:
                     "availability_pct": round(o.availability_pct, 1),
                     "coverage_class": o.coverage_class,
                     "probes": o.probes,
+                    "evidence": o.evidence,
                 }
                 for o in self.operators
             ],
+            "scan_evidence": [e.to_dict() for e in self.scan_evidence],
         }
 
 
@@ -148,6 +163,9 @@ def village_status(
             )
         )
     nearest_id, nearest_m = _nearest_probes(villages, probes)
+    heard = heard_operators(
+        connection, (p.probe_id for near in nearby_of.values() for p in near), window
+    )
     return [
         VillageStatus(
             village,
@@ -155,6 +173,11 @@ def village_status(
             operators_of.get(village.village_id, ()),
             nearest_id[i],
             nearest_m[i],
+            village_scan_evidence(
+                [(p.probe_id, p.distance_m) for p in nearby_of.get(village.village_id, ())],
+                heard,
+                (o.operator for o in operators_of.get(village.village_id, ())),
+            ),
         )
         for i, village in enumerate(villages)
     ]

@@ -249,6 +249,31 @@ _OPERATOR_COVERAGE: Final = {
         "readings": _INTEGER,
         "probes": _INTEGER,
         "technologies": {"type": "array", "items": {"type": "object"}},
+        "evidence": {
+            "const": "probe",
+            "description": "measured by nearby probes (villages): the only evidence of coverage",
+        },
+    },
+}
+_SCAN_EVIDENCE: Final = {
+    "type": "object",
+    "description": "an operator no nearby probe measured that a nearby probe's network scan "
+    "heard: on air there, never a coverage class",
+    "required": ["operator", "evidence", "probes", "last_scan_at"],
+    "properties": {
+        "operator": _STRING,
+        "operator_name": _STRING,
+        "evidence": {"const": "scan"},
+        "technologies": {"type": "array", "items": _STRING},
+        "statuses": {
+            "type": "array",
+            "items": {"enum": ["available", "current", "forbidden", "unknown"]},
+        },
+        "best_rsrp_dbm": _nullable(_NUMBER),
+        "best_rssi_dbm": _nullable(_NUMBER),
+        "probes": _INTEGER,
+        "nearest_probe_m": _NUMBER,
+        "last_scan_at": _TIMESTAMP,
     },
 }
 HEALTH_SCHEMA: Final[dict[str, Any]] = {
@@ -333,6 +358,7 @@ VILLAGES_SCHEMA: Final[dict[str, Any]] = {
                             "nearest_probe_m": _nullable(_NUMBER),
                             "nearby_probes": {"type": "array", "items": {"type": "object"}},
                             "operators": {"type": "array", "items": _OPERATOR_COVERAGE},
+                            "scan_evidence": {"type": "array", "items": _SCAN_EVIDENCE},
                         },
                     },
                 },

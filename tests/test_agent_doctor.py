@@ -253,3 +253,28 @@ def test_unreadable_mounts_are_a_warning_not_a_crash(tmp_path: Path) -> None:
     assert sd_card_check(config, tmp_path / "absent").verdict == "WARN"
     (tmp_path / "binary").write_bytes(b"\xff\xfe\x00 / ext4\n")
     assert sd_card_check(config, tmp_path / "binary").verdict == "WARN"
+
+
+def test_doctor_says_when_the_operator_scan_runs_and_never_scans(tmp_path: Path) -> None:
+    config = probe_config.from_mapping(
+        {
+            "probe": {"id": "cb-001", "state_dir": str(tmp_path / "state")},
+            "mqtt": {"url": f"mqtt://127.0.0.1:{free_port()}"},
+        },
+        environ={},
+    )
+    port = ReplayedSerialPort(AT / "quectel-ec25-lte-home.txt")
+    # As `coverwatch-probe doctor` builds it: a one-shot sensor, no state directory.
+    sensor = CellularSensor(
+        Settings(backend="at", scan_interval_hours=24),
+        open_port=lambda name, baud, timeout_s: port,
+        port_exists=lambda name: True,
+    )
+    checks = {check.name: check for check in doctor(config, sensor)}
+    scan = checks["operator scan"]
+    assert scan.verdict == "PASS"
+    assert scan.seen == (
+        "every 24 h, first within 30 min of the agent's start; each scan takes the modem "
+        "offline for 1-3 minutes (at most 240 s)"
+    )
+    assert "AT+COPS=?" not in port.sent

@@ -91,7 +91,8 @@ def test_map_payload_has_the_numbers_behind_each_colour(data: maps.MapData) -> N
     villages = {v[2]: v for v in payload["villages"]}
     assert len(villages) == 7
 
-    lat, lon, _, place, population, cls, nearest, km, speaking, per_op = villages["Bản Yếu"]
+    lat, lon, _, place, population, cls, nearest, km, speaking, per_op, heard = villages["Bản Yếu"]
+    assert heard == []  # no operator scan in this seed (tests/test_geo_scan_evidence.py)
     assert (lat, lon, population, classes[cls]) == (22.701, 106.4, 1000, "poor")
     assert payload["places"][place] == "Quang Trung, Trùng Khánh"
     assert (probes[nearest][0], km, probes[speaking][0]) == ("cb-poor", 0.1, "cb-poor")

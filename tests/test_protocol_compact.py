@@ -85,6 +85,12 @@ def test_a_batch_with_every_reading_kind_round_trips_and_is_much_smaller() -> No
         protocol.ThroughputReading(**BASE, seq=5, skipped_reason="monthly data budget spent"),
         protocol.SystemReading(**BASE, seq=6, cpu_temp_c=51.2, disk_free_bytes=2_000_000),
         protocol.SensorErrorReading(**BASE, seq=7, sensor="cellular", error="no modem"),
+        protocol.OperatorScanReading(
+            **BASE, seq=8, scan_started_at=BASE["taken_at"], scan_method="qscan",
+            networks_found=1, operator_code="45201", operator_name="VN Mobifone",
+            technology="lte", status="available", cell_id=27449611, tac=12801,
+            rsrp_dbm=-97.0, rsrq_db=-11.0,
+        ),
     ]  # fmt: skip
     assert {type(r) for r in readings} == set(protocol.READING_TYPES.values())
     batch = ReadingsBatch(v=1, probe_id="cb-001", readings=readings, outbox_id=OUTBOX_ID)

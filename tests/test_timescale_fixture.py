@@ -20,6 +20,8 @@ HYPERTABLES = {
     "readings_throughput",
     "readings_system",
     "readings_sensor_error",
+    # migration 011's TimescaleDB variant
+    "readings_operator_scan",
 }
 
 

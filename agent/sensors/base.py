@@ -62,6 +62,9 @@ class SensorContext:
 
     # Where a sensor may keep small state across restarts (heartbeat, data budget).
     state_dir: Path
+    # False for one-shot commands (``once``, ``doctor``): nothing that outlives the round
+    # may start (the operator scan runs minutes in a thread and takes the modem offline).
+    background_work: bool = True
 
 
 @dataclass(frozen=True, slots=True)

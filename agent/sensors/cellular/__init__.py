@@ -85,6 +85,7 @@ from agent.sensors.cellular.modemmanager import (
     run_mmcli,
     state_from_mmcli,
 )
+from agent.sensors.cellular.scan import OperatorScan, check_scan_settings, scan_modem
 from agent.sensors.cellular.settings import BACKENDS, MODEM_NAME_RE, Settings
 from agent.sensors.cellular.sim import MNC_DIGITS, home_network
 from agent.sensors.cellular.state import CellularState
@@ -150,6 +151,7 @@ class CellularSensor:
         open_port: SerialOpener = open_serial,
         port_exists: Callable[[str], bool] = lambda port: Path(port).exists(),
         clock: Callable[[], float] = time.monotonic,
+        state_dir: Path | None = None,
     ) -> None:
         if settings.backend not in BACKENDS:
             raise ValueError(
@@ -162,9 +164,23 @@ class CellularSensor:
         self._port_exists = port_exists
         self._modemmanager = ModemManagerBackend(settings, run)
         self._at = AtBackend(settings, open_port, clock)
+        # The operator scan (off unless scan_interval_hours is set; see .scan).
+        self.scan: OperatorScan | None = None
+        if settings.scan_interval_hours > 0 and state_dir is not None:
+            self.scan = OperatorScan(
+                settings,
+                state_dir,
+                lambda: scan_modem(
+                    settings, self._modemmanager, run, open_port, port_exists, clock
+                ),
+                sensor_name=self.name,
+            )
 
     def read(self, stamp: Stamp) -> list[Reading]:
-        return [self.measure().to_reading(stamp, modem=self.settings.name or None)]
+        def signal() -> Reading:
+            return self.measure().to_reading(stamp, modem=self.settings.name or None)
+
+        return [signal()] if self.scan is None else self.scan.around(stamp, signal)
 
     def measure(self) -> CellularState:
         backend = self.settings.backend
@@ -192,7 +208,9 @@ class CellularSensor:
 
 
 def create(settings: Settings, context: SensorContext) -> Sensor:
-    return CellularSensor(settings)
+    return CellularSensor(
+        settings, state_dir=context.state_dir if context.background_work else None
+    )
 
 
 # The sample probe.toml's example of a multi-modem kit (a test loads it).
@@ -233,6 +251,7 @@ def check_entries(entries: Sequence[tuple[str, Mapping[str, Any], Settings]]) ->
     problems: list[str] = []
     several = len(entries) > 1
     for where, table, settings in entries:
+        problems.extend(check_scan_settings(where, settings))
         if settings.name and not re.fullmatch(MODEM_NAME_RE, settings.name):
             problems.append(
                 f"{where} name {shown(settings.name)}: use 1-32 lowercase letters, digits, '-' or "

@@ -401,8 +401,12 @@ class ModemManagerBackend:
         home = modem.operator_code if modem.registration == "home" else None
         return home_network(sim.operator_code, sim.imsi, registered_home=home)
 
+    def find_modem(self) -> tuple[int, MmcliModem]:
+        """The configured modem's index now, and its status (the operator scan's too)."""
+        return self._choose(self._list())
+
     def measure(self) -> CellularState:
-        index, modem = self._choose(self._list())
+        index, modem = self.find_modem()
         check_mmcli_modem(index, modem)
         state = self._measure(index, modem)
         return replace(state, sim_operator_code=self.sim_operator(modem))

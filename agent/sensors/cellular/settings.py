@@ -93,3 +93,26 @@ class Settings:
             "extended signal polling is off (it is off after every ModemManager start)."
         },
     )
+    scan_interval_hours: float = field(
+        default=0.0,
+        metadata={
+            "help": "Scan for every operator the modem can hear (AT+COPS=?, Quectel AT+QSCAN, "
+            "mmcli --3gpp-scan) at most this often; 0 = never. A scan interrupts the data "
+            "connection for 1-3 minutes and no signal reading is taken meanwhile, so keep it "
+            "rare (e.g. 24); a kit with a modem per operator does not need it."
+        },
+    )
+    scan_timeout_s: float = field(
+        default=240.0,
+        metadata={
+            "help": "Give up a scan after this many seconds (30-900); AT+COPS=? takes 1-3 "
+            "minutes. A scan that does not finish is a sensor_error, and signal readings resume."
+        },
+    )
+    scan_jitter_minutes: float = field(
+        default=30.0,
+        metadata={
+            "help": "Start each scan up to this many minutes later than due (at random), so "
+            "the modems of a kit and the probes of a fleet do not all go offline together."
+        },
+    )

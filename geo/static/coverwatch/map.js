@@ -6,7 +6,9 @@
  *   states    ["online", "offline", "stale", "unknown"]           (probe status)
  *   ops       operator names; places: "commune, district" strings
  *   villages  [lat, lon, name, place, population, class, nearest probe, nearest km,
- *              speaking probe, [[op, class, availability %, median signal dBm, readings]]]
+ *              speaking probe, [[op, class, availability %, median signal dBm, readings]],
+ *              [[operator name, technologies, best signal dBm, probes]] heard by a network
+ *              scan of nearby probes but measured by none: evidence, never a class]
  *   probes    [id, lat, lon, state, last seen, class, measured %, rtt ms, loss %,
  *              outages, outage h, last outage start, last outage end, village]
  *   zones     GeoJSON features {state: covered|dead|unmeasured, km2}
@@ -166,6 +168,14 @@
           " km measured here: unmeasured, not dead</td></tr>";
       }
       html += "</table>";
+      if (v[10] && v[10].length) {
+        html += '<div class="cw-scan">heard by a network scan, not measured: ' +
+          v[10].map(function (e) {
+            return "<b>" + esc(e[0]) + "</b>" + (e[1] ? " " + esc(e[1]) : "") +
+              (e[2] === null ? "" : " " + num(e[2], 0, " dBm")) +
+              " (" + e[3] + " probe" + (e[3] === 1 ? "" : "s") + ")";
+          }).join(", ") + "</div>";
+      }
       var near = v[6] >= 0 ? d.probes[v[6]] : null;
       var speaking = v[8] >= 0 ? d.probes[v[8]] : null;
       if (near) { html += "nearest probe " + esc(near[0]) + " (" + num(v[7], 1, " km") + ")"; }
