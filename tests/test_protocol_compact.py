@@ -85,6 +85,10 @@ def test_a_batch_with_every_reading_kind_round_trips_and_is_much_smaller() -> No
         protocol.ThroughputReading(**BASE, seq=5, skipped_reason="monthly data budget spent"),
         protocol.SystemReading(**BASE, seq=6, cpu_temp_c=51.2, disk_free_bytes=2_000_000),
         protocol.SensorErrorReading(**BASE, seq=7, sensor="cellular", error="no modem"),
+        protocol.CellReading(
+            **BASE, seq=8, serving=False, technology="lte", operator_code="45204", pci=188,
+            channel=6300, rsrp_dbm=-105.0, rsrq_db=-12.0, rssi_dbm=-75.0,
+        ),
     ]  # fmt: skip
     assert {type(r) for r in readings} == set(protocol.READING_TYPES.values())
     batch = ReadingsBatch(v=1, probe_id="cb-001", readings=readings, outbox_id=OUTBOX_ID)

@@ -67,6 +67,7 @@ from agent.sensors.cellular.at_session import (
     open_serial,
     split_at_fields,
 )
+from agent.sensors.cellular.cells import CellSource, CellsRound, CellsSchedule
 from agent.sensors.cellular.modemmanager import (
     MMCLI_REGISTRATION,
     MMCLI_TECHNOLOGY,
@@ -150,6 +151,7 @@ class CellularSensor:
         open_port: SerialOpener = open_serial,
         port_exists: Callable[[str], bool] = lambda port: Path(port).exists(),
         clock: Callable[[], float] = time.monotonic,
+        state_dir: Path | None = None,
     ) -> None:
         if settings.backend not in BACKENDS:
             raise ValueError(
@@ -162,18 +164,24 @@ class CellularSensor:
         self._port_exists = port_exists
         self._modemmanager = ModemManagerBackend(settings, run)
         self._at = AtBackend(settings, open_port, clock)
+        # The backend that measured the last round is the one asked for its cells.
+        self._measured_by: CellSource | None = None
+        schedule = CellsSchedule(settings.cells_interval_minutes, self.name, state_dir)
+        self._cells = CellsRound(schedule, sensor_name=self.name, modem=settings.name or None)
 
     def read(self, stamp: Stamp) -> list[Reading]:
-        return [self.measure().to_reading(stamp, modem=self.settings.name or None)]
+        state = self.measure()
+        signal = state.to_reading(stamp, modem=self.settings.name or None)
+        return [signal, *self._cells.read(stamp, state, self._measured_by)]
 
     def measure(self) -> CellularState:
         backend = self.settings.backend
         if backend == "mmcli":
-            return self._modemmanager.measure()
+            return self._measure_with(self._modemmanager)
         if backend == "at":
-            return self._at.measure()
+            return self._measure_with(self._at)
         try:
-            return self._modemmanager.measure()
+            return self._measure_with(self._modemmanager)
         except NoModemManagerModem as reason:
             if self.settings.name and not self.settings.imei:
                 # One modem of a kit: only its IMEI (AT+CGSN) proves that the modem on
@@ -184,15 +192,20 @@ class CellularSensor:
                     f'"at" with its /dev/serial/by-id/ port'
                 ) from reason
             if self._port_exists(self.settings.port):
-                return self._at.measure()
+                return self._measure_with(self._at)
             raise SensorError(
                 f"{reason}, and there is no AT port {self.settings.port}: is the modem "
                 f"plugged in (`lsusb`)? Set sensors.cellular.port if it answers elsewhere."
             ) from reason
 
+    def _measure_with(self, backend: ModemManagerBackend | AtBackend) -> CellularState:
+        state = backend.measure()
+        self._measured_by = backend
+        return state
+
 
 def create(settings: Settings, context: SensorContext) -> Sensor:
-    return CellularSensor(settings)
+    return CellularSensor(settings, state_dir=context.state_dir)
 
 
 # The sample probe.toml's example of a multi-modem kit (a test loads it).
@@ -252,6 +265,11 @@ def check_entries(entries: Sequence[tuple[str, Mapping[str, Any], Settings]]) ->
             problems.append(
                 f"{where} device_id {shown(settings.device_id)}: copy ModemManager's "
                 "generic.device-identifier (hex) from `mmcli -m N -J`"
+            )
+        if settings.cells_interval_minutes < 0:
+            problems.append(
+                f"{where} cells_interval_minutes {settings.cells_interval_minutes}: use a "
+                "number of minutes, or 0 to read no cells"
             )
         if not several:
             continue
