@@ -18,7 +18,8 @@ What is kept, and why (the server tells a tower outage from a power cut with it)
   least one level: a neighbour listed with '-' for every value is a frequency the
   network told the modem to watch, not a cell it saw;
 * a neighbour the modem names without a network is the serving network's (modems only
-  measure the neighbours their own network lists);
+  measure the neighbours their own network lists); one that is a serving cell again
+  (same technology, channel and pci) is not sent twice;
 * at most :data:`MAX_CELLS` per round, serving cells first, then the strongest: a round
   of cells costs about 100 bytes a cell on the wire.
 """
@@ -157,10 +158,19 @@ def chosen_cells(cells: Iterable[CellInfo], state: CellularState) -> list[CellIn
         serving = _filled_from_state(serving, state)
     network = next((cell.operator_code for cell in serving if cell.operator_code), None)
     network = network or (state.operator_code if registered else None)
+    # Quectel lists the serving cell among its intra-frequency neighbours too.
+    on_air = {
+        (cell.technology, cell.channel, cell.pci)
+        for cell in serving
+        if cell.channel is not None and cell.pci is not None
+    }
     neighbours = [
         cell if cell.operator_code else replace(cell, operator_code=network)
         for cell in cells
-        if not cell.serving and cell.identified() and cell.measured()
+        if not cell.serving
+        and cell.identified()
+        and cell.measured()
+        and (cell.technology, cell.channel, cell.pci) not in on_air
     ]
     neighbours.sort(key=lambda cell: -(cell.strength_dbm() or -1000.0))
     return (serving + neighbours)[:MAX_CELLS]
