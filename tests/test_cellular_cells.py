@@ -18,6 +18,7 @@ import pytest
 from agent.sensors import registered
 from agent.sensors.base import SensorContext, SensorError
 from agent.sensors.cellular import CellularSensor, Settings, check_entries
+from agent.sensors.cellular.at_parsers.fibocom_cells import parse_gtccinfo_cells
 from agent.sensors.cellular.at_parsers.quectel_cells import (
     parse_qeng_cells,
     parse_qeng_neighbours,
@@ -576,3 +577,63 @@ def test_the_plugin_keeps_the_schedule_in_the_state_dir(tmp_path: Path) -> None:
     sensor._modemmanager._run = mmcli_runner("telit-le910c4-cell-info.json")
     sensor.read(stamp())
     assert (tmp_path / STATE_FILE).exists()
+
+
+# ------------------------------------------------------------- Fibocom AT+GTCCINFO?
+
+
+def test_fibocom_gtccinfo_serving_and_neighbours() -> None:
+    cells = parse_gtccinfo_cells(transcript_reply("fibocom-fm350-gtccinfo.txt", "AT+GTCCINFO?"))
+    assert cells[0] == CellInfo(
+        serving=True,
+        technology="lte",
+        operator_code="26202",
+        tac=0x1A2B,
+        cell_id=0x12345AB,
+        channel=100,
+        pci=42,
+        rsrp_dbm=-112,  # index 29: -141 + 29
+        rsrq_db=-18,  # index 4: -20 + 4/2
+        sinr_db=-3.5,  # RSSNR -7 in 0.5 dB
+    )
+    # The neighbours' FFFF / 00FFFFFFF are "not known", not cell 0xFFFFFFF.
+    assert [(c.serving, c.tac, c.cell_id, c.channel, c.pci, c.rsrp_dbm) for c in cells[1:]] == [
+        (False, None, None, 9460, 71, -98),
+        (False, None, None, 6300, 207, -99),
+    ]
+    nr = AtReply("AT+GTCCINFO?", ("+GTCCINFO:", "2,9,,,FFFFFF,00FFFFFFF,648768,920,57,50,52,75"))
+    (cell,) = parse_gtccinfo_cells(nr)
+    assert (cell.technology, cell.channel, cell.pci) == ("nr5g", 648768, 920)
+    assert (cell.rsrp_dbm, cell.rsrq_db, cell.sinr_db) == (-105, -6, 5)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "1,4,262,2,1A2B,0012345AB,100,42",  # truncated
+        "2,4,262,2,1A2B,0012345AB,100,42,,,-7,29,29,4",  # a neighbour in the serving layout
+        "1,2,262,2,1A2B,0012345AB,100,42,,,-7,29,29,4",  # WCDMA: another layout
+        "3,4,,,FFFF,00FFFFFFF,9460,71,,43,43,10",
+        "2,4,,,ZZZZ,garbage,x,y,,43,255,10",
+    ],
+)
+def test_a_bad_gtccinfo_line_costs_only_itself(bad: str) -> None:
+    good = "2,4,,,FFFF,00FFFFFFF,9460,71,,43,43,10"
+    cells = parse_gtccinfo_cells(AtReply("AT+GTCCINFO?", ("+GTCCINFO:", good, bad, good)))
+    assert [c.pci for c in cells if c.identified()] == [71, 71]
+    assert parse_gtccinfo_cells(AtReply("AT+GTCCINFO?", (good,), error="ERROR")) == []
+
+
+def test_fibocom_cells_round_on_the_at_port(tmp_path: Path) -> None:
+    sensor, ports = at_sensor("fibocom-fm350-gtccinfo.txt", tmp_path)
+    (signal,) = sensor.read(stamp())
+    assert isinstance(signal, SignalReading)
+    assert (signal.operator_code, signal.cell_id) == ("26202", 0x12345AB)
+    readings = decoded(sensor.read(stamp(LATER)))
+    cells = [r for r in readings if isinstance(r, CellReading)]
+    assert [(c.serving, c.channel, c.pci, c.operator_code) for c in cells] == [
+        (True, 100, 42, "26202"),
+        (False, 9460, 71, "26202"),
+        (False, 6300, 207, "26202"),
+    ]
+    assert ports[-1].sent == ["AT+GTCCINFO?"]

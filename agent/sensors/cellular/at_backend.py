@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from agent.sensors.base import SensorError
+from agent.sensors.cellular.at_parsers.fibocom_cells import parse_gtccinfo_cells
 from agent.sensors.cellular.at_parsers.generic import (
     REGISTRATION_PREFIXES,
     ServingCell,
@@ -77,13 +78,14 @@ class AtBackend:
 
     def read_cells(self, serving_technology: Technology | None) -> list[CellInfo]:
         """The cells the modem lists (:mod:`.cells`), on the port the round just read:
-        Quectel ``AT+QENG`` serving and neighbour cells, SIMCom's ``AT+CPSI?`` serving
-        cell. A reply cut short is an error; ``ERROR`` means "not on this firmware"."""
+        Quectel ``AT+QENG`` and Fibocom ``AT+GTCCINFO?`` serving and neighbour cells,
+        SIMCom's ``AT+CPSI?`` serving cell. A reply cut short is an error; ``ERROR``
+        means "not on this firmware"."""
         vendor = self._vendor or ""
-        if "quectel" not in vendor and "simcom" not in vendor:
+        if not any(name in vendor for name in ("quectel", "simcom", "fibocom")):
             raise CellsUnsupported(
                 f"the modem on {self._settings.port} has no cell report this agent reads "
-                "(Quectel AT+QENG, SIMCom AT+CPSI?)"
+                "(Quectel AT+QENG, Fibocom AT+GTCCINFO?, SIMCom AT+CPSI?)"
             )
         settings = self._settings
         port = self._open_port(settings.port, settings.baud, 0.2)
@@ -93,6 +95,8 @@ class AtBackend:
                 serving = require_complete(at.command('AT+QENG="servingcell"'))
                 neighbours = require_complete(at.command('AT+QENG="neighbourcell"'))
                 return parse_qeng_cells(serving, neighbours, serving_technology)
+            if "fibocom" in vendor:
+                return parse_gtccinfo_cells(require_complete(at.command("AT+GTCCINFO?")))
             return parse_cpsi_cells(require_complete(at.command("AT+CPSI?")))
         finally:
             port.close()

@@ -4,7 +4,8 @@ Every ``cells_interval_minutes`` (a setting of the cellular table; 0 turns it of
 cellular sensor asks the backend that measured the round for the cells the modem sees:
 ModemManager's ``mmcli -m N --get-cell-info`` (:mod:`.mmcli_cells`), Quectel's
 ``AT+QENG="servingcell"`` and ``AT+QENG="neighbourcell"``
-(:mod:`.at_parsers.quectel_cells`), SIMCom's ``AT+CPSI?`` (serving cell only,
+(:mod:`.at_parsers.quectel_cells`), Fibocom's ``AT+GTCCINFO?``
+(:mod:`.at_parsers.fibocom_cells`), SIMCom's ``AT+CPSI?`` (serving cell only,
 :mod:`.at_parsers.simcom_cells`). A modem that names no cells still gives its serving
 cell, from the round's own registration (cell id, TAC, levels).
 
