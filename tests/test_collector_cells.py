@@ -202,3 +202,13 @@ def test_cell_presence_tells_a_tower_outage_from_a_power_cut(
         AT - timedelta(hours=2) + timedelta(minutes=1),
     )
     assert before == [("on_air",)]
+
+
+def test_both_layouts_create_the_same_table_and_function() -> None:
+    """The TimescaleDB variant is the plain one plus the hypertable: they cannot drift."""
+    plain, timescale = (
+        next(m for m in schema.migrations_for(layout) if m.version == 12).sql
+        for layout in ("plain", "timescale")
+    )
+    assert timescale.startswith(plain)
+    assert "create_hypertable('readings_cell'" in timescale[len(plain) :]
