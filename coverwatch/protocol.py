@@ -206,6 +206,38 @@ class SignalReading(ReadingBase, frozen=True, tag="signal"):
         return self.registration in REGISTERED_STATES
 
 
+# A cell's identity on the air: LTE/NR physical cell id (0-503 / 0-1007), UMTS primary
+# scrambling code (0-511) or GSM BSIC (0-63); and its channel number: EARFCN (LTE, up
+# to 262143), NR-ARFCN (up to 3279165), UARFCN (UMTS) or ARFCN (GSM), by technology.
+PhysicalCellId: TypeAlias = Annotated[int, msgspec.Meta(ge=0, le=1007)]
+ChannelNumber: TypeAlias = Annotated[int, msgspec.Meta(ge=0, le=3_279_165)]
+
+
+class CellReading(ReadingBase, frozen=True, tag="cell"):
+    """One cell a modem saw in a round: its serving cell or a neighbour, one reading each.
+
+    A cell is known by its cell id (and TAC/LAC) where the modem names it, and always
+    by its technology, channel and ``pci`` (neighbours rarely carry more). Which cells
+    every probe near a tower sees, round after round, is what lets the server tell a
+    tower that went off the air from a village whose power (and probes) went out.
+    """
+
+    serving: bool
+    technology: Technology | None = None
+    operator_code: OperatorCode | None = None
+    cell_id: Annotated[int, msgspec.Meta(ge=0, le=2**36 - 1)] | None = None
+    tac: Annotated[int, msgspec.Meta(ge=0, le=2**24 - 1)] | None = None
+    pci: PhysicalCellId | None = None
+    channel: ChannelNumber | None = None
+    rsrp_dbm: RsrpDbm | None = None
+    rsrq_db: RsrqDb | None = None
+    sinr_db: SinrDb | None = None
+    rssi_dbm: RssiDbm | None = None
+    rscp_dbm: RscpDbm | None = None
+    ecio_db: EcioDb | None = None
+    modem: ShortText | None = None
+
+
 class LatencyReading(ReadingBase, frozen=True, tag="latency"):
     """One round of probes to one target; RTTs are absent when every packet was lost."""
 
@@ -333,6 +365,7 @@ Reading: TypeAlias = (
     | SystemReading
     | SensorErrorReading
     | OperatorScanReading
+    | CellReading
 )
 READING_TYPES: Final[dict[str, type[ReadingBase]]] = {
     "signal": SignalReading,
@@ -343,6 +376,7 @@ READING_TYPES: Final[dict[str, type[ReadingBase]]] = {
     "system": SystemReading,
     "sensor_error": SensorErrorReading,
     "operator_scan": OperatorScanReading,
+    "cell": CellReading,
 }
 
 

@@ -32,7 +32,17 @@ LATE_ARRIVAL_BOUND = "interval '60 days'"
 
 REGISTERED = "registration IN ('home', 'roaming')"
 
-_READING_TABLES = ("signal", "latency", "power", "outage", "throughput", "system", "sensor_error")
+_READING_TABLES = (
+    "signal",
+    "latency",
+    "power",
+    "outage",
+    "throughput",
+    "system",
+    "sensor_error",
+    "operator_scan",
+    "cell",
+)
 
 
 def _link(uid: str, variable: str) -> JSON:

@@ -75,7 +75,7 @@ def test_one_bad_reading_keeps_its_neighbours() -> None:
     assert rejected_messages(decoded) == [
         "readings[1].rsrp_dbm: expected number between -160 and -20, got -300",
         'readings[2].kind: expected one of "signal", "latency", "power", "outage", '
-        '"throughput", "system", "sensor_error", "operator_scan", got "wifi"',
+        '"throughput", "system", "sensor_error", "operator_scan", "cell", got "wifi"',
         'readings[4]: expected object, got "not an object"',
     ]
     # The raw JSON of the rejected reading is kept for the dead-letter table.

@@ -91,6 +91,10 @@ def test_a_batch_with_every_reading_kind_round_trips_and_is_much_smaller() -> No
             technology="lte", status="available", cell_id=27449611, tac=12801,
             rsrp_dbm=-97.0, rsrq_db=-11.0,
         ),
+        protocol.CellReading(
+            **BASE, seq=9, serving=False, technology="lte", operator_code="45204", pci=188,
+            channel=6300, rsrp_dbm=-105.0, rsrq_db=-12.0, rssi_dbm=-75.0,
+        ),
     ]  # fmt: skip
     assert {type(r) for r in readings} == set(protocol.READING_TYPES.values())
     batch = ReadingsBatch(v=1, probe_id="cb-001", readings=readings, outbox_id=OUTBOX_ID)

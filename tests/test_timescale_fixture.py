@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-# The hypertables migration 002 (TimescaleDB variant) makes. Its continuous aggregates are
+# The hypertables migrations 002 and 012 (TimescaleDB variants) make. Its continuous aggregates are
 # dropped by migration 007: the rollups are the same tables and views on both layouts.
 HYPERTABLES = {
     "readings_signal",
@@ -22,6 +22,7 @@ HYPERTABLES = {
     "readings_sensor_error",
     # migration 011's TimescaleDB variant
     "readings_operator_scan",
+    "readings_cell",  # migration 012
 }
 
 

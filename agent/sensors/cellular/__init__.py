@@ -67,6 +67,7 @@ from agent.sensors.cellular.at_session import (
     open_serial,
     split_at_fields,
 )
+from agent.sensors.cellular.cells import CellSource, CellsRound, CellsSchedule
 from agent.sensors.cellular.modemmanager import (
     MMCLI_REGISTRATION,
     MMCLI_TECHNOLOGY,
@@ -175,21 +176,32 @@ class CellularSensor:
                 ),
                 sensor_name=self.name,
             )
+        # The backend that measured the last round is the one asked for its cells.
+        self._measured_by: CellSource | None = None
+        schedule = CellsSchedule(settings.cells_interval_minutes, self.name, state_dir)
+        self._cells = CellsRound(schedule, sensor_name=self.name, modem=settings.name or None)
 
     def read(self, stamp: Stamp) -> list[Reading]:
-        def signal() -> Reading:
-            return self.measure().to_reading(stamp, modem=self.settings.name or None)
+        cells: list[Reading] = []
 
-        return [signal()] if self.scan is None else self.scan.around(stamp, signal)
+        def signal() -> Reading:
+            state = self.measure()
+            # The cells of the modem just measured (when due; never costs the signal).
+            cells.extend(self._cells.read(stamp, state, self._measured_by))
+            return state.to_reading(stamp, modem=self.settings.name or None)
+
+        if self.scan is None:
+            return [signal(), *cells]
+        return [*self.scan.around(stamp, signal), *cells]
 
     def measure(self) -> CellularState:
         backend = self.settings.backend
         if backend == "mmcli":
-            return self._modemmanager.measure()
+            return self._measure_with(self._modemmanager)
         if backend == "at":
-            return self._at.measure()
+            return self._measure_with(self._at)
         try:
-            return self._modemmanager.measure()
+            return self._measure_with(self._modemmanager)
         except NoModemManagerModem as reason:
             if self.settings.name and not self.settings.imei:
                 # One modem of a kit: only its IMEI (AT+CGSN) proves that the modem on
@@ -200,11 +212,16 @@ class CellularSensor:
                     f'"at" with its /dev/serial/by-id/ port'
                 ) from reason
             if self._port_exists(self.settings.port):
-                return self._at.measure()
+                return self._measure_with(self._at)
             raise SensorError(
                 f"{reason}, and there is no AT port {self.settings.port}: is the modem "
                 f"plugged in (`lsusb`)? Set sensors.cellular.port if it answers elsewhere."
             ) from reason
+
+    def _measure_with(self, backend: ModemManagerBackend | AtBackend) -> CellularState:
+        state = backend.measure()
+        self._measured_by = backend
+        return state
 
 
 def create(settings: Settings, context: SensorContext) -> Sensor:
@@ -271,6 +288,11 @@ def check_entries(entries: Sequence[tuple[str, Mapping[str, Any], Settings]]) ->
             problems.append(
                 f"{where} device_id {shown(settings.device_id)}: copy ModemManager's "
                 "generic.device-identifier (hex) from `mmcli -m N -J`"
+            )
+        if settings.cells_interval_minutes < 0:
+            problems.append(
+                f"{where} cells_interval_minutes {settings.cells_interval_minutes}: use a "
+                "number of minutes, or 0 to read no cells"
             )
         if not several:
             continue

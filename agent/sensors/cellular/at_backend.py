@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from agent.sensors.base import SensorError
+from agent.sensors.cellular.at_parsers.fibocom_cells import parse_gtccinfo_cells
 from agent.sensors.cellular.at_parsers.generic import (
     REGISTRATION_PREFIXES,
     ServingCell,
@@ -28,11 +29,15 @@ from agent.sensors.cellular.at_parsers.generic import (
     state_from_at,
 )
 from agent.sensors.cellular.at_parsers.quectel import parse_qcsq, parse_qeng
+from agent.sensors.cellular.at_parsers.quectel_cells import parse_qeng_cells
 from agent.sensors.cellular.at_parsers.simcom import parse_cpsi
+from agent.sensors.cellular.at_parsers.simcom_cells import parse_cpsi_cells
 from agent.sensors.cellular.at_session import AtReply, AtSession, SerialOpener, require_complete
+from agent.sensors.cellular.cells import CellInfo, CellsUnsupported
 from agent.sensors.cellular.settings import Settings
 from agent.sensors.cellular.sim import home_network
 from agent.sensors.cellular.state import CellularState
+from coverwatch.protocol import Technology
 
 
 def parse_digits_reply(reply: AtReply, prefix: str) -> str | None:
@@ -68,6 +73,31 @@ class AtBackend:
             return self._measure(
                 AtSession(port, timeout_s=settings.at_timeout_s, clock=self._clock)
             )
+        finally:
+            port.close()
+
+    def read_cells(self, serving_technology: Technology | None) -> list[CellInfo]:
+        """The cells the modem lists (:mod:`.cells`), on the port the round just read:
+        Quectel ``AT+QENG`` and Fibocom ``AT+GTCCINFO?`` serving and neighbour cells,
+        SIMCom's ``AT+CPSI?`` serving cell. A reply cut short is an error; ``ERROR``
+        means "not on this firmware"."""
+        vendor = self._vendor or ""
+        if not any(name in vendor for name in ("quectel", "simcom", "fibocom")):
+            raise CellsUnsupported(
+                f"the modem on {self._settings.port} has no cell report this agent reads "
+                "(Quectel AT+QENG, Fibocom AT+GTCCINFO?, SIMCom AT+CPSI?)"
+            )
+        settings = self._settings
+        port = self._open_port(settings.port, settings.baud, 0.2)
+        try:
+            at = AtSession(port, timeout_s=settings.at_timeout_s, clock=self._clock)
+            if "quectel" in vendor:
+                serving = require_complete(at.command('AT+QENG="servingcell"'))
+                neighbours = require_complete(at.command('AT+QENG="neighbourcell"'))
+                return parse_qeng_cells(serving, neighbours, serving_technology)
+            if "fibocom" in vendor:
+                return parse_gtccinfo_cells(require_complete(at.command("AT+GTCCINFO?")))
+            return parse_cpsi_cells(require_complete(at.command("AT+CPSI?")))
         finally:
             port.close()
 

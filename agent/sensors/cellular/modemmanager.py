@@ -19,6 +19,8 @@ from typing import Any, Final
 
 from agent.sensors._system import CommandRunner, run_command
 from agent.sensors.base import SensorError
+from agent.sensors.cellular.cells import CellInfo
+from agent.sensors.cellular.mmcli_cells import check_cell_info_error, parse_mmcli_cell_info
 from agent.sensors.cellular.settings import Settings
 from agent.sensors.cellular.sim import home_network
 from agent.sensors.cellular.state import GENERATION_ORDER, CellularState, hex_int
@@ -329,6 +331,7 @@ class ModemManagerBackend:
         self._settings = settings
         self._run = run
         self._signal_setup_done: set[int] = set()
+        self._index: int | None = None  # the modem the last round measured
 
     def _mmcli(self, *args: str) -> str:
         return self._run(["mmcli", *args], self._settings.command_timeout_s)
@@ -407,9 +410,20 @@ class ModemManagerBackend:
 
     def measure(self) -> CellularState:
         index, modem = self.find_modem()
+        self._index = index
         check_mmcli_modem(index, modem)
         state = self._measure(index, modem)
         return replace(state, sim_operator_code=self.sim_operator(modem))
+
+    def read_cells(self, serving_technology: Technology | None) -> list[CellInfo]:
+        """The cells of the modem the round measured (:mod:`.mmcli_cells`)."""
+        if self._index is None:
+            return []
+        try:
+            text = self._mmcli("-m", str(self._index), "--get-cell-info", "-J")
+        except SensorError as error:
+            raise check_cell_info_error(error) from error
+        return parse_mmcli_cell_info(text)
 
     def _measure(self, index: int, modem: MmcliModem) -> CellularState:
         if modem.registration not in ("home", "roaming"):
