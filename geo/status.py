@@ -166,6 +166,14 @@ def village_status(
     heard = heard_operators(
         connection, (p.probe_id for near in nearby_of.values() for p in near), window
     )
+    evidence_of: dict[int, tuple[ScanEvidence, ...]] = {}
+    if heard:  # most fleets scan rarely or never: skip 10,000 empty look-ups then
+        for village_id, near in nearby_of.items():
+            evidence_of[village_id] = village_scan_evidence(
+                [(p.probe_id, p.distance_m) for p in near],
+                heard,
+                (o.operator for o in operators_of.get(village_id, ())),
+            )
     return [
         VillageStatus(
             village,
@@ -173,11 +181,7 @@ def village_status(
             operators_of.get(village.village_id, ()),
             nearest_id[i],
             nearest_m[i],
-            village_scan_evidence(
-                [(p.probe_id, p.distance_m) for p in nearby_of.get(village.village_id, ())],
-                heard,
-                (o.operator for o in operators_of.get(village.village_id, ())),
-            ),
+            evidence_of.get(village.village_id, ()),
         )
         for i, village in enumerate(villages)
     ]
