@@ -56,6 +56,11 @@ still running then are terminated), and it times error answers too: when fewer r
 than clients got a 200 within the run, some of the first requests had none, and p95 is
 given as a lower bound, the run's length (``>20000`` in the RESULT line).
 
+``--keep`` keeps each loaded database and prints its URL; ``--loaded URL`` (once per
+layout) measures such a database again instead of loading a new one, after applying any
+newer migrations — for measuring a change of the analysis without the 15–25 minutes of
+loading; its ``load_s`` and ``rollup_build_s`` are ``nan``.
+
 ``--profile`` adds, per layout, EXPLAIN (ANALYZE, BUFFERS) of ``coverage_by_probe``,
 ``coverage_by_village`` and ``coverage_probe_activity``, cProfile of ``maps.render`` and of
 ``analyse``, and ``analyse`` once with the session settings ``jit = off`` and
@@ -83,6 +88,7 @@ two layouts every key is suffixed ``_plain`` / ``_timescale``, still one line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import functools
 import io
@@ -282,13 +288,19 @@ def choose_servers(args: argparse.Namespace) -> list[Server]:
 
 
 @contextmanager
-def throwaway_database(server: Server) -> Iterator[str]:
-    """A new, empty database on the server (from template0), dropped at the end."""
+def throwaway_database(server: Server, *, keep: bool = False) -> Iterator[str]:
+    """A new, empty database on the server (from template0), dropped at the end unless
+    ``keep`` (then its URL is printed, for ``--loaded``)."""
     name = f"{THROWAWAY_PREFIX}{secrets.token_hex(4)}"
     with psycopg.connect(server.url, autocommit=True, connect_timeout=10) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+    url = psycopg.conninfo.make_conninfo(server.url, dbname=name)
+    if keep:
+        yield url
+        print(f"kept database {name}: measure it again with --loaded {url} (drop it when done)")
+        return
     try:
-        yield psycopg.conninfo.make_conninfo(server.url, dbname=name)
+        yield url
     finally:
         # FORCE also ends the HTTP server's connections and TimescaleDB's workers.
         with psycopg.connect(server.url, autocommit=True, connect_timeout=10) as admin:
@@ -1445,8 +1457,9 @@ class LayoutResult:
             ("speedup_vs_naive", f"{self.speedup:.1f}"),
             ("collect_s", f"{self.geo.collect_s:.3f}"),
             ("naive_s", f"{self.naive.all_villages_s:.1f}"),
-            ("load_s", f"{self.load.load_s:.0f}"),
-            ("rollup_build_s", f"{self.load.rollup_build_s:.0f}"),
+            # nan: measured on a database loaded by an earlier run (--loaded)
+            ("load_s", f"{self.load.load_s:.0f}" if self.load.load_s else "nan"),
+            ("rollup_build_s", f"{self.load.rollup_build_s:.0f}" if self.load.load_s else "nan"),
         ]
 
 
@@ -1454,52 +1467,80 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
+def _layout_of(url: str) -> str:
+    with psycopg.connect(url, connect_timeout=10) as c:
+        return schema.storage_in_use(c) or "plain"
+
+
+def _load_database(
+    url: str, server: Server, args: argparse.Namespace, province: Province
+) -> LoadFigures:
+    """The schema, the province and its month of readings, and the rollups built."""
+    schema.upgrade(url)
+    with psycopg.connect(url) as c:
+        layout = schema.storage_in_use(c) or "plain"
+    if layout != server.layout:
+        raise SystemExit(f"schema.upgrade chose {layout}, the server check {server.layout}")
+    end = datetime.now(UTC).replace(microsecond=0)
+    slots = args.days * 86_400 // SIGNAL_INTERVAL_S
+    start = end - timedelta(seconds=slots * SIGNAL_INTERVAL_S)
+    print(f"load ({_load()}):", flush=True)
+    began = time.perf_counter()
+    load_registry(url, province, start, end, args.seed)
+    registry_s = time.perf_counter() - began
+    print(
+        f"  registry: {len(province.villages):,} villages, "
+        f"{len(province.probes):,} probes, {len(province.communes)} communes + province "
+        f"boundary, status, outages: {registry_s:.1f} s",
+        flush=True,
+    )
+    load = load_readings(url, province, start, slots, args.load_workers, args.seed)
+    load.registry_s = registry_s
+    print(f"  load total: {load.load_s:.0f} s", flush=True)
+    print("rollup build:", flush=True)
+    build_rollups(url, load, start, end, args)
+    print(f"  rollup build total: {load.rollup_build_s:.0f} s", flush=True)
+    load.sizes = table_sizes(url, layout)
+    for table, (rows, size) in load.sizes.items():
+        print(f"  {table:<22} {rows:>12,} rows {size / 1e6:>9,.0f} MB")
+    hours = load.sizes["probe_hourly_store"][0]
+    print(
+        f"  the rollups hold one row per probe and hour (signal: per operator and "
+        f"technology too): the same {hours:,} probe-hours at the agent's "
+        f"{AGENT_DEFAULT_SIGNAL_S} s default, which would put "
+        f"{SIGNAL_INTERVAL_S // AGENT_DEFAULT_SIGNAL_S}x the signal rows "
+        f"(~{load.signal_rows * SIGNAL_INTERVAL_S // AGENT_DEFAULT_SIGNAL_S / 1e6:.0f} M) "
+        "in readings_signal",
+        flush=True,
+    )
+    return load
+
+
 def run_layout(server: Server, args: argparse.Namespace, province: Province) -> LayoutResult:
     workdir = Path(tempfile.mkdtemp(prefix="cw-bench-geo-"))
     try:
-        with throwaway_database(server) as url:
+        loaded = next((u for u in args.loaded if _layout_of(u) == server.layout), None)
+        database = (
+            contextlib.nullcontext(loaded)
+            if loaded is not None
+            else throwaway_database(server, keep=args.keep)
+        )
+        with database as url:
             name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
             print(
                 f"\n== layout {server.layout}: PostgreSQL {server.version} on {server.where} "
                 f"({server.settings}), database {name}"
             )
-            schema.upgrade(url)
-            with psycopg.connect(url) as c:
-                layout = schema.storage_in_use(c) or "plain"
-            if layout != server.layout:
-                raise SystemExit(f"schema.upgrade chose {layout}, the server check {server.layout}")
-            end = datetime.now(UTC).replace(microsecond=0)
-            slots = args.days * 86_400 // SIGNAL_INTERVAL_S
-            start = end - timedelta(seconds=slots * SIGNAL_INTERVAL_S)
-            print(f"load ({_load()}):", flush=True)
-            began = time.perf_counter()
-            load_registry(url, province, start, end, args.seed)
-            registry_s = time.perf_counter() - began
-            print(
-                f"  registry: {len(province.villages):,} villages, "
-                f"{len(province.probes):,} probes, {len(province.communes)} communes + province "
-                f"boundary, status, outages: {registry_s:.1f} s",
-                flush=True,
-            )
-            load = load_readings(url, province, start, slots, args.load_workers, args.seed)
-            load.registry_s = registry_s
-            print(f"  load total: {load.load_s:.0f} s", flush=True)
-            print("rollup build:", flush=True)
-            build_rollups(url, load, start, end, args)
-            print(f"  rollup build total: {load.rollup_build_s:.0f} s", flush=True)
-            load.sizes = table_sizes(url, layout)
-            for table, (rows, size) in load.sizes.items():
-                print(f"  {table:<22} {rows:>12,} rows {size / 1e6:>9,.0f} MB")
-            hours = load.sizes["probe_hourly_store"][0]
-            print(
-                f"  the rollups hold one row per probe and hour (signal: per operator and "
-                f"technology too): the same {hours:,} probe-hours at the agent's "
-                f"{AGENT_DEFAULT_SIGNAL_S} s default, which would put "
-                f"{SIGNAL_INTERVAL_S // AGENT_DEFAULT_SIGNAL_S}x the signal rows "
-                f"(~{load.signal_rows * SIGNAL_INTERVAL_S // AGENT_DEFAULT_SIGNAL_S / 1e6:.0f} M) "
-                "in readings_signal",
-                flush=True,
-            )
+            if loaded is not None:
+                print(
+                    f"load: skipped, {name} was loaded by an earlier run with --keep (the same "
+                    "--villages, --probes, --days and --seed are assumed)",
+                    flush=True,
+                )
+                schema.upgrade(url)  # migrations newer than the load, if any
+                load = LoadFigures()
+            else:
+                load = _load_database(url, server, args, province)
             print(f"geo, from the rollups (median of {args.repeat}; {_load()}):", flush=True)
             geo_figures = measure_geo(url, args.repeat)
             for line in geo_figures.summary:
@@ -1631,6 +1672,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--profile", action="store_true", help="print EXPLAIN ANALYZE and cProfile at the end"
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep each loaded database (its URL is printed) instead of dropping it",
+    )
+    parser.add_argument(
+        "--loaded",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="measure a database an earlier --keep run loaded (same --villages, --probes, "
+        "--days, --seed) instead of loading a new one; once per layout",
     )
     parser.add_argument(
         "--identity",
