@@ -12,15 +12,24 @@ Writes go through :class:`agent.sectorio.SectorWriter` (its fallbacks where ``O_
 is refused); durability is the same in every mode (``fdatasync`` before ``append``
 returns), only the bytes written differ.
 
-Layout: sector 0 holds the header (magic, generation, sector size, outbox id, the highest
-seq given out so far, CRC): readings confirmed and forgotten while in the log never
-reach SQLite's AUTOINCREMENT counter, so the log keeps the seq high-water mark itself.
-Records follow, each starting on a sector boundary: magic, generation, payload length,
-CRC-32 of generation, length and payload, then the payload. Replay reads records from
-sector 1 while magic, generation and CRC hold: a torn last record (its ``append`` never
-returned, so its round was never reported as taken) fails its CRC and ends the replay.
-:meth:`reset` starts a new generation by rewriting the header: every older record is then
-ignored, whatever is still on the disk.
+Layout: two header slots, at 0 and 4 KB, each holding one header (magic, generation,
+sector size, outbox id, the highest seq given out so far, CRC): readings confirmed and
+forgotten while in the log never reach SQLite's AUTOINCREMENT counter, so the log keeps
+the seq high-water mark itself. :meth:`reset` starts a new generation by writing its
+header into the slot of the generation before last; the valid header with the highest
+generation is the log's. Why two: the header is rewritten in place at every reset (every
+batched delete), and a power cut that tore the only copy would lose the high-water mark —
+seqs would be given out again, and the collector drops a seq it already committed as a
+repeat. A torn header fails its CRC and the one before it, with its generation's records
+(still on the disk, since records are written only after their header), stands.
+
+Records follow from 8 KB, each starting on a sector boundary: magic, generation, payload
+length, CRC-32 of generation, length and payload, then the payload. Replay reads records
+while magic, generation and CRC hold: a torn last record (its ``append`` never returned,
+so its round was never reported as taken) fails its CRC and ends the replay. Every
+record of another generation is ignored, whatever is still on the disk. Logs written
+before 2026-12-01 (one header in sector 0, records from sector 1) are still read, so an
+upgrade replays them; their next reset writes the new layout.
 
 One owner at a time: the log is locked with ``flock``; a second :class:`RoundLog` on the
 same file (another process, or a second Outbox in this one) only reads it.
@@ -41,7 +50,10 @@ from coverwatch.protocol import COMPACT_DICTIONARY
 LOG_BYTES = 256 * 1024  # ~500 rounds (8 hours at the default cadence) before a flush
 # magic, generation, sector size, outbox id, highest seq ever given out
 _HEADER = struct.Struct("<8sQI36sQ")
-_HEADER_MAGIC = b"CWRLOG02"
+_HEADER_MAGIC = b"CWRLOG03"  # two header slots, records from RECORDS_AT
+_SINGLE_HEADER_MAGIC = b"CWRLOG02"  # one header in sector 0, records from sector 1
+_HEADER_SLOTS = (0, SECTOR_SIZES[-1])  # each on a 4 KB boundary, whatever the sector size
+RECORDS_AT = 2 * SECTOR_SIZES[-1]
 _RECORD = struct.Struct("<4sQII")  # magic, generation, payload length, crc32
 _RECORD_MAGIC = b"CWRR"
 
@@ -110,12 +122,13 @@ class RoundLog:
     def reset(self, generation: int | None = None) -> None:
         """Start a new, empty generation (durably): older records are void from now on."""
         self.generation = (self.generation if generation is None else generation) + 1
+        slot = _HEADER_SLOTS[self.generation % 2]
         header = self._header()
-        self._writer.write(0, header)
+        self._writer.write(slot, header)
         if header != self._header():
             # The first write chose the sector size, which the header records.
-            self._writer.write(0, self._header())
-        self.end = self.sector
+            self._writer.write(slot, self._header())
+        self.end = RECORDS_AT
         self.records = 0
 
     def fits(self, payload_size: int) -> bool:
@@ -159,18 +172,10 @@ def read_records(path: Path, outbox_id: str) -> Iterator[bytes]:
             data = file.read()
     except FileNotFoundError:
         return
-    if len(data) < _HEADER.size + 4:
+    header = _current_header(data, outbox_id)
+    if header is None:
         return
-    body = data[: _HEADER.size]
-    (crc,) = struct.unpack_from("<I", data, _HEADER.size)
-    if zlib.crc32(body) != crc:
-        return
-    magic, generation, sector, owner, _ = _HEADER.unpack(body)
-    if magic != _HEADER_MAGIC or owner.decode("ascii", "replace") != outbox_id:
-        return
-    if sector not in SECTOR_SIZES:
-        return
-    offset = sector
+    generation, sector, _, offset = header
     while offset + _RECORD.size <= len(data):
         magic, record_generation, length, crc = _RECORD.unpack_from(data, offset)
         start = offset + _RECORD.size
@@ -184,23 +189,52 @@ def read_records(path: Path, outbox_id: str) -> Iterator[bytes]:
 
 
 def read_header(path: Path, outbox_id: str) -> tuple[int, int]:
-    """(generation, highest seq given out) from the log's header; (0, 0) if it has none
-    or belongs to another outbox."""
+    """(generation, highest seq given out) from the log's current header; (0, 0) if it
+    has none or belongs to another outbox."""
     try:
         with path.open("rb") as file:
-            data = file.read(_HEADER.size + 4)
+            data = file.read(RECORDS_AT)
     except FileNotFoundError:
         return 0, 0
-    if len(data) < _HEADER.size + 4:
-        return 0, 0
-    body = data[: _HEADER.size]
-    (crc,) = struct.unpack_from("<I", data, _HEADER.size)
-    magic, generation, _, owner, high_seq = _HEADER.unpack(body)
-    if zlib.crc32(body) != crc or magic != _HEADER_MAGIC:
-        return 0, 0
-    if owner.decode("ascii", "replace") != outbox_id:
-        return 0, 0
-    return int(generation), int(high_seq)
+    header = _current_header(data, outbox_id)
+    return (0, 0) if header is None else (header[0], header[2])
+
+
+def _current_header(data: bytes, outbox_id: str) -> tuple[int, int, int, int] | None:
+    """(generation, sector size, highest seq, where its records start) of the valid
+    header with the highest generation; a log of the single-header layout as it was
+    written before two slots."""
+    found = [
+        (generation, sector, high_seq, RECORDS_AT)
+        for slot in _HEADER_SLOTS
+        if (parsed := _parse_header(data, slot, outbox_id, _HEADER_MAGIC)) is not None
+        for generation, sector, high_seq in [parsed]
+    ]
+    if found:
+        return max(found)
+    single = _parse_header(data, 0, outbox_id, _SINGLE_HEADER_MAGIC)
+    if single is None:
+        return None
+    generation, sector, high_seq = single
+    return generation, sector, high_seq, sector
+
+
+def _parse_header(
+    data: bytes, offset: int, outbox_id: str, expected_magic: bytes
+) -> tuple[int, int, int] | None:
+    end = offset + _HEADER.size
+    if len(data) < end + 4:
+        return None
+    body = data[offset:end]
+    (crc,) = struct.unpack_from("<I", data, end)
+    if zlib.crc32(body) != crc:
+        return None
+    magic, generation, sector, owner, high_seq = _HEADER.unpack(body)
+    if magic != expected_magic or owner.decode("ascii", "replace") != outbox_id:
+        return None
+    if sector not in SECTOR_SIZES:
+        return None
+    return int(generation), int(sector), int(high_seq)
 
 
 def _crc(generation: int, length: int, payload: bytes) -> int:
