@@ -9,7 +9,7 @@ signal reading.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
@@ -31,6 +31,7 @@ from agent.sensors.cellular.cells import (
     MAX_CELLS,
     STATE_FILE,
     CellInfo,
+    CellsSchedule,
     CellsUnsupported,
     chosen_cells,
 )
@@ -637,3 +638,24 @@ def test_fibocom_cells_round_on_the_at_port(tmp_path: Path) -> None:
         (False, 6300, 207, "26202"),
     ]
     assert ports[-1].sent == ["AT+GTCCINFO?"]
+
+
+def test_a_cells_round_rewrites_one_sector_in_place_not_a_file(tmp_path: Path) -> None:
+    """Every cells round (15 minutes, per modem) keeps the schedule: in place, one sector
+    (agent.statefile), never a replaced file (~18 KB on the card each time)."""
+    schedule = CellsSchedule(15, "cellular", tmp_path)
+    now = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+    assert not schedule.due(now)  # starts the clock
+    seen = set()
+    for _ in range(4):
+        now += timedelta(minutes=15)
+        assert schedule.due(now)
+        schedule.done(now)
+        stat = (tmp_path / STATE_FILE).stat()
+        seen.add((stat.st_ino, stat.st_size))
+    assert len(seen) == 1  # the same file, the same size: written in place
+    assert [p.name for p in tmp_path.iterdir()] == [STATE_FILE]
+    # And it holds across a restart.
+    again = CellsSchedule(15, "cellular", tmp_path)
+    assert not again.due(now + timedelta(minutes=14))
+    assert again.due(now + timedelta(minutes=15))

@@ -4,6 +4,7 @@ them in a real database)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import threading
 from collections.abc import Sequence
@@ -29,8 +30,10 @@ from agent.sensors.cellular.scan import (
     OperatorScan,
     scan_over_at,
     scan_over_mmcli,
+    scan_state_file,
 )
 from agent.sensors.cellular.scan_result import ScannedNetwork, ScanResult, scan_readings
+from agent.statefile import SlotFile
 from coverwatch import protocol
 from coverwatch.protocol import OperatorScanReading, SensorErrorReading, SignalReading
 from tests.sensor_fakes import DATA, CapturedRunner, ReplayedSerialPort, stamp
@@ -338,7 +341,7 @@ def test_a_due_scan_runs_in_the_background_and_its_readings_follow(tmp_path: Pat
     assert [type(r) for r in again] == [SignalReading]
     scans_run = [call for call in runner.calls if "--3gpp-scan" in call]
     assert len(scans_run) == 1
-    state = json.loads((tmp_path / "operator-scan-viettel.json").read_text())
+    state = SlotFile(tmp_path / "operator-scan-viettel").load()
     assert datetime.fromisoformat(state["next_due_at"]) == NOON + timedelta(hours=24)
 
 
@@ -505,3 +508,60 @@ def test_mmcli_reports_an_empty_scan_as_a_failure_that_is_read_as_nothing_heard(
     )
     with pytest.raises(SensorError, match="Timeout was reached"):
         scan_over_mmcli(settings_, ModemManagerBackend(settings_, timeout), timeout)
+
+
+def _scan_of(state_dir: Path) -> OperatorScan:
+    settings = Settings(backend="mmcli", scan_interval_hours=24.0, scan_jitter_minutes=0.0)
+    return OperatorScan(settings, state_dir, lambda: ScanResult("cops", ()), sensor_name="cellular")
+
+
+def test_a_scan_schedule_the_card_refuses_never_costs_the_signal_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full SD card: the scan's schedule cannot be kept, yet the modem scans once, not
+    round after round, and the signal readings go on."""
+
+    def disk_full(self: SlotFile, document: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+
+    monkeypatch.setattr(SlotFile, "write", disk_full)
+    scans = []
+    settings = Settings(backend="mmcli", scan_interval_hours=24.0, scan_jitter_minutes=0.0)
+    scan = OperatorScan(
+        settings,
+        tmp_path,
+        lambda: scans.append(1) or ScanResult("cops", ()),
+        sensor_name="cellular",
+    )
+    signal = SignalReading(**stamp(NOON).base(), registration="home")
+    assert scan.around(stamp(NOON), lambda: signal) == []  # the first scan starts
+    assert scan.wait(10)
+    for minute in range(1, 5):
+        readings = scan.around(stamp(NOON + timedelta(minutes=minute)), lambda: signal)
+        assert signal in readings
+    assert scans == [1]
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"next_due_at": "2026-11-23T12:00:00"},  # no time zone
+        {"next_due_at": 12},
+        {"next_due_at": "tomorrow", "last_started_at": ["x"]},
+        ["not", "a", "mapping"],
+    ],
+)
+def test_a_scan_schedule_stored_wrong_never_costs_the_signal_reading(
+    tmp_path: Path, document: object
+) -> None:
+    """Read as no schedule at all (a scan within the jitter), never an error out of the
+    sensor; the schedule is written afresh."""
+    path = tmp_path / scan_state_file("")
+    SlotFile(path).write(document)
+    scan = _scan_of(tmp_path)
+    signal = SignalReading(**stamp(NOON).base(), registration="home")
+    scan.around(stamp(NOON), lambda: signal)  # the scan starts: no reading this round
+    assert scan.wait(10)
+    assert signal in scan.around(stamp(NOON + timedelta(minutes=3)), lambda: signal)
+    stored = SlotFile(path).load()
+    assert datetime.fromisoformat(stored["next_due_at"]) == NOON + timedelta(hours=24)

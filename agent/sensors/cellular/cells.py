@@ -27,7 +27,6 @@ What is kept, and why (the server tells a tower outage from a power cut with it)
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Iterable
@@ -39,7 +38,7 @@ from typing import Final, Protocol
 from agent.sensors._system import within
 from agent.sensors.base import Stamp
 from agent.sensors.cellular.state import CellularState
-from agent.sensors.power import write_atomically
+from agent.statefile import SlotFile
 from coverwatch.protocol import CellReading, Reading, SensorErrorReading, Technology
 
 logger = logging.getLogger("coverwatch.agent")
@@ -47,7 +46,7 @@ logger = logging.getLogger("coverwatch.agent")
 # Serving cells plus the strongest neighbours; a modem lists up to ~20 on a busy site.
 MAX_CELLS: Final = 16
 # Where the last cells round of each modem is kept, under the probe's state_dir.
-STATE_FILE: Final = "cells-last-read.json"
+STATE_FILE: Final = "cells-schedule"  # an agent.statefile.SlotFile
 
 
 @dataclass(frozen=True)
@@ -209,7 +208,9 @@ class CellsSchedule:
     def __init__(self, interval_minutes: int, key: str, state_dir: Path | None) -> None:
         self._interval = timedelta(minutes=interval_minutes)
         self._key = key
-        self._path = state_dir / STATE_FILE if state_dir is not None else None
+        # One sector rewritten in place per cells round (agent.statefile), not a file
+        # replaced: ~0.5 KB on the card instead of ~18 KB, every 15 minutes per modem.
+        self._file = SlotFile(state_dir / STATE_FILE) if state_dir is not None else None
         self._last: datetime | None = self._load()
 
     @property
@@ -230,21 +231,21 @@ class CellsSchedule:
 
     def _record(self, now: datetime) -> None:
         self._last = now
-        if self._path is None:
+        if self._file is None:
             return
         recorded = self._all()
         recorded[self._key] = now.isoformat()
         try:
-            write_atomically(self._path, recorded)
-        except OSError as error:
-            logger.warning("cannot keep the cells schedule in %s: %s", self._path, error)
+            self._file.write(recorded)
+        except (OSError, ValueError) as error:
+            logger.warning("cannot keep the cells schedule in %s: %s", self._file.path, error)
 
     def _all(self) -> dict[str, str]:
-        if self._path is None:
+        if self._file is None:
             return {}
         try:
-            document = json.loads(self._path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            document = self._file.load()
+        except OSError:
             return {}
         if not isinstance(document, dict):
             return {}

@@ -27,7 +27,6 @@ one gives a ``sensor_error`` reading of the sensor ``<sensor>:scan``.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
@@ -48,7 +47,7 @@ from agent.sensors.cellular.mmcli_scan import parse_mmcli_scan
 from agent.sensors.cellular.modemmanager import ModemManagerBackend, NoModemManagerModem
 from agent.sensors.cellular.scan_result import ScanResult, scan_readings, with_cells
 from agent.sensors.cellular.settings import Settings
-from agent.sensors.power import write_atomically
+from agent.statefile import SlotFile
 from coverwatch.protocol import Reading, SensorErrorReading
 
 logger = logging.getLogger("coverwatch.agent")
@@ -198,34 +197,49 @@ class ScanSchedule:
     @classmethod
     def load(cls, path: Path) -> ScanSchedule:
         try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-            due, last = document.get("next_due_at"), document.get("last_started_at")
-            return cls(
-                next_due_at=datetime.fromisoformat(due) if due else None,
-                last_started_at=datetime.fromisoformat(last) if last else None,
-            )
-        except FileNotFoundError:
-            return cls()
-        except (OSError, ValueError, TypeError, AttributeError) as error:
-            # A scan is an optional cost: an unreadable state starts a fresh schedule
-            # (a scan within the jitter) rather than stopping the sensor.
+            document = SlotFile(path).load()
+        except OSError as error:
             logger.warning("operator scan state %s unreadable (%s); starting afresh", path, error)
             return cls()
+        if not isinstance(document, dict):
+            return cls()  # none yet (or unreadable): a fresh schedule, a scan within the jitter
+        return cls(
+            next_due_at=_aware_time(document.get("next_due_at")),
+            last_started_at=_aware_time(document.get("last_started_at")),
+        )
 
     def save(self, path: Path) -> None:
-        write_atomically(
-            path,
-            {
-                "next_due_at": self.next_due_at.isoformat() if self.next_due_at else None,
-                "last_started_at": self.last_started_at.isoformat()
-                if self.last_started_at
-                else None,
-            },
-        )
+        """Keep the schedule across restarts; a card that refuses it (full, read-only) is
+        logged and costs nothing else: the scan is optional, the signal reading is not."""
+        try:
+            SlotFile(path).write(
+                {
+                    "next_due_at": _iso(self.next_due_at),
+                    "last_started_at": _iso(self.last_started_at),
+                }
+            )
+        except (OSError, ValueError) as error:
+            logger.warning("cannot keep the operator scan schedule in %s: %s", path, error)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def _aware_time(value: object) -> datetime | None:
+    """A stored time, or None when it is missing, malformed or has no time zone."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
 
 
 def scan_state_file(modem_name: str) -> str:
-    return f"operator-scan-{modem_name or 'modem'}.json"
+    """The schedule's file (an agent.statefile.SlotFile) under the probe's state_dir."""
+    return f"operator-scan-{modem_name or 'modem'}"
 
 
 class OperatorScan:
@@ -243,6 +257,7 @@ class OperatorScan:
     ) -> None:
         self._settings = settings
         self._state_path = state_dir / scan_state_file(settings.name)
+        self._kept: ScanSchedule | None = None
         self._scan = scan
         self._sensor_name = sensor_name
         self._uniform = uniform
@@ -312,11 +327,18 @@ class OperatorScan:
         self._start(stamp)
         return True
 
+    def _schedule(self) -> ScanSchedule:
+        """The schedule, read from the card once; memory is what counts afterwards, so a
+        card that refuses the saves (full) cannot make the modem scan round after round."""
+        if self._kept is None:
+            self._kept = ScanSchedule.load(self._state_path)
+        return self._kept
+
     def _due(self, stamp: Stamp) -> bool:
         if self._settings.scan_interval_hours <= 0 or not stamp.ntp_synced:
             return False
         now = stamp.taken_at.astimezone(UTC)
-        schedule = ScanSchedule.load(self._state_path)
+        schedule = self._schedule()
         jitter = timedelta(minutes=self._uniform(0.0, max(0.0, self._settings.scan_jitter_minutes)))
         interval = timedelta(hours=self._settings.scan_interval_hours)
         longest = interval + timedelta(minutes=self._settings.scan_jitter_minutes)
@@ -331,10 +353,11 @@ class OperatorScan:
         now = stamp.taken_at.astimezone(UTC)
         jitter = timedelta(minutes=self._uniform(0.0, max(0.0, self._settings.scan_jitter_minutes)))
         # Saved before the scan starts: a reboot or crash mid-scan does not rescan.
-        ScanSchedule(
+        self._kept = ScanSchedule(
             next_due_at=now + timedelta(hours=self._settings.scan_interval_hours) + jitter,
             last_started_at=now,
-        ).save(self._state_path)
+        )
+        self._kept.save(self._state_path)
         self._started_at = now
         self._started_monotonic = self._monotonic()
         self._overrun_reported = False
