@@ -289,3 +289,25 @@ def test_registered_as_a_plugin(tmp_path: Path) -> None:
     plugin = registered()["power"]
     assert plugin.enabled_by_default
     assert plugin.create(plugin.settings_type(), SensorContext(tmp_path)).name == "power"
+
+
+def test_a_newer_heartbeat_of_the_version_before_wins_over_an_older_one_sector_one(
+    tmp_path: Path,
+) -> None:
+    """This version ran 30 days ago (a one-sector heartbeat of boot OLD), then the probe
+    ran the JSON-heartbeat version until it was stopped cleanly an hour ago, then was
+    upgraded again: the newer heartbeat and its clean stop decide — no 30-day outage."""
+    old_boot = "0f0e0d0c-0b0a-4908-8706-050403020100"
+    write_heartbeat(tmp_path, old_boot, NOW - timedelta(days=30))
+    (tmp_path / LEGACY_HEARTBEAT_FILE).write_text(
+        json.dumps({"boot_id": OTHER_BOOT_ID, "wall_time": (NOW - timedelta(hours=1)).isoformat()})
+    )
+    (tmp_path / CLEAN_STOP_FILE).write_text(json.dumps({"boot_id": OTHER_BOOT_ID}))
+    assert outages(list(sensor(tmp_path).read(stamp(NOW)))) == []
+    # Without the clean stop, the outage starts at the newer heartbeat.
+    write_heartbeat(tmp_path, old_boot, NOW - timedelta(days=30))
+    (tmp_path / LEGACY_HEARTBEAT_FILE).write_text(
+        json.dumps({"boot_id": OTHER_BOOT_ID, "wall_time": (NOW - timedelta(hours=1)).isoformat()})
+    )
+    [outage] = outages(list(sensor(tmp_path).read(stamp(NOW))))
+    assert outage.outage_started_at == NOW - timedelta(hours=1)

@@ -119,6 +119,13 @@ def load_legacy_heartbeat(path: Path) -> Heartbeat | None:
         return None
 
 
+def _newest(*heartbeats: Heartbeat | None) -> Heartbeat | None:
+    """The latest of the heartbeats found. Both files exist when a probe went back to a
+    version that wrote the JSON file, then forward again: the newer one is the truth."""
+    found = [heartbeat for heartbeat in heartbeats if heartbeat is not None]
+    return max(found, key=lambda heartbeat: heartbeat.wall_time, default=None)
+
+
 def _clean_stop_boot(path: Path) -> str | None:
     try:
         return str(json.loads(path.read_text(encoding="utf-8"))["boot_id"])
@@ -259,7 +266,9 @@ class PowerSensor:
 
     def _check_outage(self, stamp: Stamp, uptime_s: float) -> tuple[OutageReading | None, bool]:
         """(the outage to report, whether the previous boot is settled)."""
-        previous = self._heartbeat.load() or load_legacy_heartbeat(self._legacy_heartbeat_path)
+        previous = _newest(
+            self._heartbeat.load(), load_legacy_heartbeat(self._legacy_heartbeat_path)
+        )
         if previous is None or previous.boot_id == stamp.boot_id:
             self._forget_clean_stop()
             return None, True
