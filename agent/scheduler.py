@@ -19,6 +19,7 @@ import msgspec
 
 from agent.clock import Clock
 from agent.outbox import Outbox
+from agent.sensors._system import printable
 from agent.sensors.base import Sensor, SensorContext, Stamp
 from agent.systemd import SystemdNotifier
 from coverwatch.protocol import Reading, SensorErrorReading, SystemReading
@@ -92,9 +93,9 @@ class Agent:
             readings = list(sensor.read(stamp))
         except Exception as error:  # a failing sensor degrades, never stops the agent
             self.sensor_errors += 1
-            reason = str(error) or type(error).__name__
+            reason = printable(str(error), 2000) or type(error).__name__
             logger.warning("sensor %s failed: %s", sensor.name, reason)
-            return [SensorErrorReading(**stamp.base(), sensor=sensor.name, error=reason[:2000])]
+            return [SensorErrorReading(**stamp.base(), sensor=sensor.name, error=reason)]
         return [self._with_outbox_counts(r) for r in readings]
 
     def _with_outbox_counts(self, reading: Reading) -> Reading:

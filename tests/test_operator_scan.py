@@ -342,6 +342,7 @@ def test_a_due_scan_runs_in_the_background_and_its_readings_follow(tmp_path: Pat
     scans_run = [call for call in runner.calls if "--3gpp-scan" in call]
     assert len(scans_run) == 1
     state = SlotFile(tmp_path / "operator-scan-viettel").load()
+    assert isinstance(state, dict)
     assert datetime.fromisoformat(state["next_due_at"]) == NOON + timedelta(hours=24)
 
 
@@ -525,14 +526,14 @@ def test_a_scan_schedule_the_card_refuses_never_costs_the_signal_reading(
         raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
 
     monkeypatch.setattr(SlotFile, "write", disk_full)
-    scans = []
+    scans: list[int] = []
+
+    def scan_once() -> ScanResult:
+        scans.append(1)
+        return ScanResult("cops", ())
+
     settings = Settings(backend="mmcli", scan_interval_hours=24.0, scan_jitter_minutes=0.0)
-    scan = OperatorScan(
-        settings,
-        tmp_path,
-        lambda: scans.append(1) or ScanResult("cops", ()),
-        sensor_name="cellular",
-    )
+    scan = OperatorScan(settings, tmp_path, scan_once, sensor_name="cellular")
     signal = SignalReading(**stamp(NOON).base(), registration="home")
     assert scan.around(stamp(NOON), lambda: signal) == []  # the first scan starts
     assert scan.wait(10)
@@ -564,4 +565,5 @@ def test_a_scan_schedule_stored_wrong_never_costs_the_signal_reading(
     assert scan.wait(10)
     assert signal in scan.around(stamp(NOON + timedelta(minutes=3)), lambda: signal)
     stored = SlotFile(path).load()
+    assert isinstance(stored, dict)
     assert datetime.fromisoformat(stored["next_due_at"]) == NOON + timedelta(hours=24)

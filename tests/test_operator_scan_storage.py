@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import msgspec
 import psycopg
@@ -76,3 +77,27 @@ def test_scan_readings_are_stored_one_row_each_and_an_empty_scan_as_one_row(
     assert by_pair["310260", "nr5g"][7:9] == ("unknown", 0x105FB012D)
     empty = rows[-1]
     assert empty[2:9] == ("mmcli", 0, None, None, None, None, None)
+
+
+def test_line_noise_in_an_operator_name_costs_no_scan_row(
+    database_url: str, broker_url: MqttUrl, probe_id: str, tmp_path: Path
+) -> None:
+    """A NUL byte of line noise in "VN Mobifone" (derived from the real Viettel capture):
+    PostgreSQL refuses NUL in text, so the agent sends names without control characters
+    and the operator's rows are stored, not dead-lettered."""
+    schema.upgrade(database_url)
+    transcript = tmp_path / "scan-cops-viettel-nul.txt"
+    text = (DATA / "at" / "scan-cops-viettel.txt").read_text()
+    transcript.write_text(text.replace('"VN Mobifone"', '"VN Mob\x00ifone\x07"'))
+    port = ReplayedSerialPort(transcript)
+    result = scan_over_at(Settings(backend="at"), lambda *_: port, TickingClock())
+    found = scan_readings(result, stamp(NOON), NOON - timedelta(minutes=2))
+    readings: list[protocol.Reading] = [
+        msgspec.structs.replace(reading, seq=seq) for seq, reading in enumerate(found, start=1)
+    ]
+    batch = protocol.ReadingsBatch(v=1, probe_id=probe_id, readings=readings)
+    with running_collector(database_url, broker_url):
+        publish(broker_url, protocol.readings_topic(probe_id), protocol.encode(batch))
+        rows = scan_rows(database_url, probe_id, len(readings))
+    assert len(rows) == len(readings)
+    assert "VN Mobifone" in {row[5] for row in rows}

@@ -18,6 +18,8 @@ from agent.sensors.cellular import (
     parse_cesq,
     parse_mmcli_signal,
 )
+from agent.sensors.cellular.state import CellularState
+from coverwatch import protocol
 from coverwatch.protocol import SignalReading
 from tests.sensor_fakes import DATA, CapturedRunner, ReplayedSerialPort, stamp
 
@@ -696,3 +698,22 @@ def test_mmcli_sim_path_says_whether_a_sim_is_there(sim: str | None, has_sim: bo
     else:
         document["modem"]["generic"]["sim"] = sim
     assert cellular.parse_mmcli_modem(json.dumps(document)).has_sim is has_sim
+
+
+@pytest.mark.parametrize(
+    ("raw", "sent"),
+    [
+        ("VN Mob\x00ifone", "VN Mobifone"),
+        ("Viettel\x07\x1b[0m", "Viettel[0m"),
+        ("Vina\u00a0Phone", "Vina Phone"),
+        ("\udcff\udcfeMobiFone", "MobiFone"),  # undecodable bytes kept as surrogates
+        ("\x00\x00", None),
+        ("", None),
+        ("Ω" * 300, "Ω" * 255),
+    ],
+)
+def test_operator_names_are_sent_printable(raw: str, sent: str | None) -> None:
+    reading = CellularState(registration="home", operator_name=raw).to_reading(stamp())
+    assert isinstance(reading, SignalReading)
+    assert reading.operator_name == sent
+    protocol.encode(protocol.ReadingsBatch(v=1, probe_id="cb-001", readings=[reading]))

@@ -61,3 +61,16 @@ def within(value: float | None, low: float, high: float) -> float | None:
     if value is None or not low <= value <= high:
         return None
     return value
+
+
+def printable(text: str | None, limit: int = 255) -> str | None:
+    """Text fit to send: control characters (a NUL from line noise on the AT port, which
+    PostgreSQL refuses in text), lone surrogates (which cannot be encoded) and other
+    unprintables removed, other whitespace as spaces, at most ``limit`` characters;
+    None when nothing is left."""
+    if not text:
+        return None
+    cleaned = "".join(
+        char if char.isprintable() else " " if char.isspace() else "" for char in text
+    ).strip()
+    return cleaned[:limit] or None

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final
 
-from agent.sensors._system import within
+from agent.sensors._system import printable, within
 from agent.sensors.base import Stamp
 from coverwatch.protocol import (
     MAX_SCAN_NETWORKS,
@@ -153,7 +153,7 @@ def scan_readings(
         OperatorScanReading(
             **common,
             operator_code=network.operator_code,
-            operator_name=network.operator_name[:255] if network.operator_name else None,
+            operator_name=printable(network.operator_name),
             technology=network.technology,
             status=network.status,
             cell_id=_int_within(network.cell_id, 0, 2**36 - 1),

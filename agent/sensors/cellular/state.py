@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from agent.sensors._system import within
+from agent.sensors._system import printable, within
 from agent.sensors.base import Stamp
 from coverwatch.protocol import Registration, SignalReading, Technology
 
@@ -47,7 +47,7 @@ class CellularState:
                 modem=label,
                 sim_operator_code=sim_operator_code,
             )
-        name = self.operator_name[:255] if self.operator_name else None
+        name = printable(self.operator_name)
         return SignalReading(
             **stamp.base(),
             registration=self.registration,
