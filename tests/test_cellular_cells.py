@@ -659,3 +659,22 @@ def test_a_cells_round_rewrites_one_sector_in_place_not_a_file(tmp_path: Path) -
     again = CellsSchedule(15, "cellular", tmp_path)
     assert not again.due(now + timedelta(minutes=14))
     assert again.due(now + timedelta(minutes=15))
+
+
+@pytest.mark.parametrize(
+    ("mcc", "mnc", "code"),
+    [
+        ("452", "4", "45204"),  # Vietnam: 2-digit MNCs
+        ("262", "2", "26202"),
+        ("302", "720", "302720"),
+        ("338", "50", None),  # Jamaica not in the table: 50 or 050? not guessed
+        ("405", "25", None),
+        ("405", "025", "405025"),  # printed with its zero: as printed
+        ("338", "180", "338180"),
+        ("452", "x", None),
+    ],
+)
+def test_fibocom_networks_are_never_guessed(mcc: str, mnc: str, code: str | None) -> None:
+    from agent.sensors.cellular.at_parsers.fibocom_cells import _network
+
+    assert _network(mcc, mnc) == code

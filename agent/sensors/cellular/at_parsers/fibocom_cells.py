@@ -73,12 +73,20 @@ def _cell(f: Sequence[str]) -> CellInfo | None:
 
 
 def _network(mcc: str, mnc: str) -> str | None:
-    """MCC-MNC from Fibocom's integers: "262","2" is 26202 (the MNC's leading zeros are
-    dropped, so its length comes from the country, 2 digits where it is not known)."""
+    """MCC-MNC from Fibocom's integers: "262","2" is 26202. The MNC's leading zeros are
+    dropped, so its length comes from the country (:data:`MNC_DIGITS`); where the
+    country is not known, a number below 100 could be either ("50": 50 or 050, Digicel
+    Jamaica is 338050) and is not guessed: None, and the cell takes the network the
+    modem is registered on."""
     mnc = mnc.strip()
     if not mnc.isdecimal():
         return None
-    return plmn(mcc, mnc.zfill(MNC_DIGITS.get(mcc.strip(), 2)))
+    digits = MNC_DIGITS.get(mcc.strip())
+    if digits is None:
+        if len(mnc) < 3 and int(mnc) < 100:
+            return None
+        digits = len(mnc)
+    return plmn(mcc, mnc.zfill(digits))
 
 
 def _scaled(text: str | None, floor: float, step: float) -> float | None:
