@@ -128,13 +128,16 @@ def test_cell_presence_tells_a_tower_outage_from_a_power_cut(
     * village B: probe b1 saw tower B (LTE 1650/200) until the power went out an hour
       ago; it has sent nothing since: unheard, nothing said about the tower;
     * village C: probe c1 still sees tower C (LTE 3000/300, as a neighbour with no cell
-      id) and a GSM cell it knows only by cell id: both on_air;
-    * a cell seen for the first time in the last hour has no watchers: not judged.
+      id, named by the id its serving-cell reports gave it) and a GSM cell it knows only
+      by cell id: both on_air;
+    * a cell seen for the first time in the last hour has no watchers: not judged, nor is
+      a neighbour c1 heard in only one of its four rounds before.
     """
     a1, a2, b1, c1 = (f"{probe_id}-{name}" for name in ("a1", "a2", "b1", "c1"))
     tower_a = {"technology": "lte", "operator_code": "45204", "channel": 1650, "pci": 100}
     tower_b = {"technology": "lte", "operator_code": "45204", "channel": 1650, "pci": 200}
     tower_c = {"technology": "lte", "operator_code": "45201", "channel": 3000, "pci": 300}
+    cell_ids = {100: 7001, 200: 7002, 300: 7003}
     gsm_d = {"technology": "gsm", "operator_code": "45202", "cell_id": 4660, "tac": 10997}
     history = [AT - timedelta(hours=h) for h in (20, 8, 3, 2)]
     last_hour = [AT - timedelta(minutes=m) for m in (45, 30, 15, 1)]
@@ -143,7 +146,13 @@ def test_cell_presence_tells_a_tower_outage_from_a_power_cut(
         readings: list[dict[str, object]] = []
         for taken_at in history:
             readings.append(
-                cell(len(readings) + 1, taken_at, serving=True, cell_id=7000, **serving)
+                cell(
+                    len(readings) + 1,
+                    taken_at,
+                    serving=True,
+                    cell_id=cell_ids[int(str(serving["pci"]))],
+                    **serving,
+                )
             )
             readings.append(signal(len(readings) + 1, taken_at, registration="home"))
         for taken_at in then:
@@ -156,10 +165,14 @@ def test_cell_presence_tells_a_tower_outage_from_a_power_cut(
 
     c1_readings = day(tower_c, then=last_hour, sees=True)
     c1_readings += [
-        cell(100, history[0], serving=False, rssi_dbm=-85.0, **gsm_d),
-        cell(101, last_hour[2], serving=False, rssi_dbm=-88.0, **gsm_d),
-        cell(102, last_hour[3], serving=False, technology="lte", operator_code="45201",
+        *(cell(100 + n, taken_at, serving=False, rssi_dbm=-85.0, **gsm_d)
+          for n, taken_at in enumerate(history)),
+        cell(110, last_hour[2], serving=False, rssi_dbm=-88.0, **gsm_d),
+        cell(111, last_hour[3], serving=False, technology="lte", operator_code="45201",
              channel=9, pci=9, rsrp_dbm=-110.0),
+        # Heard in one round of four before the window, not since: no watcher.
+        cell(112, history[1], serving=False, technology="lte", operator_code="45201",
+             channel=3000, pci=301, rsrp_dbm=-121.0),
     ]  # fmt: skip
     batches = {
         a1: day(tower_a, then=last_hour, sees=False),
@@ -187,12 +200,14 @@ def test_cell_presence_tells_a_tower_outage_from_a_power_cut(
             AT,
         )
     }
-    assert presence[("45204", 1650, 100, 7000)] == (2, 2, 0, "off_air")
-    assert presence[("45204", 1650, 200, 7000)] == (1, 0, 0, "unheard")
-    assert presence[("45201", 3000, 300, 7000)] == (1, 1, 1, "on_air")
+    assert presence[("45204", 1650, 100, 7001)] == (2, 2, 0, "off_air")
+    assert presence[("45204", 1650, 200, 7002)] == (1, 0, 0, "unheard")
+    assert presence[("45201", 3000, 300, 7003)] == (1, 1, 1, "on_air")
     assert presence[("45202", None, None, 4660)] == (1, 1, 1, "on_air")
-    # The cell first seen in the last hour has no watchers yet: not judged.
+    # The cell first seen in the last hour has no watchers yet, and the neighbour heard
+    # once has none: neither is judged.
     assert ("45201", 9, 9, None) not in presence
+    assert ("45201", 3000, 301, None) not in presence
     assert len(presence) == 4
     # Asked before the outage, tower A was on the air.
     before = query(
