@@ -3,7 +3,10 @@
 Migrations are SQL files ``NNN_name.sql`` in ``collector/migrations/``. Where storage
 differs, a version has two variants, ``NNN_name_plain.sql`` and
 ``NNN_name_timescale.sql``; the TimescaleDB one is chosen when the extension is
-available on the server (``pg_available_extensions``), the plain one otherwise. The
+available on the server (``pg_available_extensions``), the plain one otherwise. Where
+TimescaleDB only adds to the same tables (a hypertable, its policies), the version is
+``NNN_name.sql`` for both plus ``NNN_name_timescale_extra.sql``, run after it on
+TimescaleDB only, so that the common part is written once. The
 applied versions and the storage kind are recorded in ``schema_migrations``; an
 advisory lock keeps two collectors starting together from migrating at once. Each
 migration runs in one transaction: it is applied whole or not at all.
@@ -23,7 +26,9 @@ import psycopg
 logger = logging.getLogger("coverwatch.collector")
 
 Storage = Literal["timescale", "plain"]
-_MIGRATION_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+?)(?:_(plain|timescale))?\.sql$")
+_MIGRATION_NAME = re.compile(
+    r"^(\d{3})_([a-z0-9_]+?)(?:_(plain|timescale|timescale_extra))?\.sql$"
+)
 _LOCK_KEY = 0x636F7665  # "cove": one fixed key for coverwatch migrations
 
 
@@ -72,16 +77,26 @@ def available_storage(connection: psycopg.Connection[Any]) -> Storage:
 
 def migrations_for(storage: Storage) -> list[Migration]:
     chosen: dict[int, Migration] = {}
-    for entry in resources.files("collector.migrations").iterdir():
+    extras: dict[int, str] = {}
+    for entry in sorted(resources.files("collector.migrations").iterdir(), key=lambda e: e.name):
         match = _MIGRATION_NAME.match(entry.name)
         if not match:
             continue
         version, name, variant = int(match[1]), match[2], match[3]
+        if variant == "timescale_extra":
+            if storage == "timescale":
+                extras[version] = entry.read_text(encoding="utf-8")
+            continue
         if variant is not None and variant != storage:
             continue
         if version in chosen:
             raise RuntimeError(f"two migrations share version {version:03d}")
         chosen[version] = Migration(version, name, entry.read_text(encoding="utf-8"))
+    for version, extra in extras.items():
+        if version not in chosen:
+            raise RuntimeError(f"migration {version:03d} has a TimescaleDB extra but no SQL")
+        common = chosen[version]
+        chosen[version] = Migration(version, common.name, common.sql + "\n" + extra)
     return [chosen[version] for version in sorted(chosen)]
 
 

@@ -105,3 +105,17 @@ def test_a_migration_that_collides_with_concurrent_work_runs_again(
     monkeypatch.setattr(schema, "migrations_for", lambda storage: [migration, broken])
     with pytest.raises(psycopg.errors.DivisionByZero):
         schema.upgrade(database_url)  # a real error is not tried again
+
+
+def test_a_timescale_extra_runs_after_the_common_sql_on_timescaledb_only() -> None:
+    """NNN_name.sql serves both layouts; NNN_name_timescale_extra.sql is appended on
+    TimescaleDB only (migrations 011, 012): the common part is written once."""
+    plain = {m.version: m for m in schema.migrations_for("plain")}
+    timescale = {m.version: m for m in schema.migrations_for("timescale")}
+    assert plain.keys() == timescale.keys()
+    for version, table in ((11, "readings_operator_scan"), (12, "readings_cell")):
+        assert f"CREATE TABLE {table}" in plain[version].sql
+        assert "create_hypertable" not in plain[version].sql
+        assert timescale[version].sql.startswith(plain[version].sql)
+        assert f"create_hypertable('{table}'" in timescale[version].sql
+        assert timescale[version].name == plain[version].name

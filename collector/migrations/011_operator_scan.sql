@@ -1,8 +1,9 @@
--- coverwatch schema, migration 011 (TimescaleDB): operator scans.
+-- coverwatch schema, migration 011: operator scans.
 --
--- The same table as the plain variant (011_operator_scan_plain.sql), made a hypertable
--- with long chunks: a probe scans a few times a day at most. Like signal, scans are part
--- of the coverage record: no retention, and too few rows to be worth compressing.
+-- A scan lists every network a modem can hear (AT+COPS=?, Quectel AT+QSCAN, mmcli
+-- --3gpp-scan), so a probe with one SIM also sees the other operators. Columns follow
+-- coverwatch.protocol.OperatorScanReading; the key is that of every readings_ table.
+-- On TimescaleDB, 011_operator_scan_timescale_extra.sql then makes it a hypertable.
 CREATE TABLE readings_operator_scan (
     probe_id        text NOT NULL,
     seq             bigint NOT NULL,
@@ -33,4 +34,3 @@ COMMENT ON COLUMN readings_operator_scan.status IS
     '27.007 <stat>: available, current (the network the modem is on), forbidden, unknown';
 -- geo reads the recent scans of the probes near a village.
 CREATE INDEX readings_operator_scan_recent ON readings_operator_scan (probe_id, taken_at DESC);
-SELECT create_hypertable('readings_operator_scan', by_range('taken_at', INTERVAL '90 days'));
