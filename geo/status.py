@@ -19,9 +19,9 @@ and never counted as coverage.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -45,11 +45,53 @@ DEFAULT_MIN_DISTANCE_M: Final = 100.0
 
 
 class NearbyProbe(NamedTuple):
-    # A named tuple, not a dataclass: a province has ~140 k of them, and a tuple is
-    # built several times faster.
     probe_id: str
     distance_m: float
     weight: float
+
+
+class NearbyProbes(Sequence[NearbyProbe]):
+    """A village's probes within the radius, nearest first, as the database listed them.
+
+    Each :class:`NearbyProbe` is built when it is read: a province has ~140 k of them,
+    and most uses read only the first (the report, the map's "speaking" probe)."""
+
+    __slots__ = ("_distances", "_ids", "_weights")
+
+    def __init__(
+        self, ids: Sequence[str], distances: Sequence[float], weights: Sequence[float]
+    ) -> None:
+        if not len(ids) == len(distances) == len(weights):
+            raise ValueError("nearby probes: ids, distances and weights differ in length")
+        self._ids, self._distances, self._weights = ids, distances, weights
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @overload
+    def __getitem__(self, index: int) -> NearbyProbe: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[NearbyProbe]: ...
+
+    def __getitem__(self, index: int | slice) -> NearbyProbe | Sequence[NearbyProbe]:
+        if isinstance(index, slice):
+            return tuple(self)[index]
+        return NearbyProbe(self._ids[index], self._distances[index], self._weights[index])
+
+    def __iter__(self) -> Iterator[NearbyProbe]:
+        return map(NearbyProbe, self._ids, self._distances, self._weights)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return tuple(self) == tuple(other)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"NearbyProbes({list(self)!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +112,7 @@ class OperatorStatus:
 @dataclass(frozen=True, slots=True)
 class VillageStatus:
     village: Village
-    nearby: tuple[NearbyProbe, ...]
+    nearby: Sequence[NearbyProbe]
     operators: tuple[OperatorStatus, ...]
     nearest_probe_id: str | None
     nearest_probe_m: float | None
@@ -123,11 +165,14 @@ class VillageStatus:
 
 
 # One row per village with a probe within the radius: its nearby probes (nearest first)
-# and its per-operator status, both computed in one pass (migration 013).
+# and its per-operator status, both computed in one pass (migration 013), from the probes'
+# coverage this analysis has already read (the database's coverage_by_probe 'all' rows).
 _STATUS_SQL = """
 SELECT village_id, nearby_probe_ids, nearby_distances_m, nearby_weights,
        operators, availability_pct, coverage_classes, probes
-FROM coverage_village_status(%(start)s, %(end)s, %(radius_m)s, %(min_distance_m)s)
+FROM coverage_village_status_of(%(probe_ids)s::text[], %(operators)s::text[],
+                                %(levels)s::integer[], %(usable)s::bigint[],
+                                %(readings)s::bigint[], %(radius_m)s, %(min_distance_m)s)
 WHERE village_id = ANY(%(villages)s)
 """
 
@@ -141,21 +186,33 @@ def village_status(
     radius_m: float = DEFAULT_RADIUS_M,
     min_distance_m: float = DEFAULT_MIN_DISTANCE_M,
 ) -> list[VillageStatus]:
-    """One status per village, in the order given (villages of the registry)."""
+    """One status per village, in the order given (villages of the registry). ``probes``
+    is :func:`geo.coverage.probe_coverage` over the same ``window``: the villages' status
+    is combined from it, in the database."""
     if not villages:
         return []
-    params = {
-        "start": window.start,
-        "end": window.end,
+    params: dict[str, Any] = {
         "radius_m": float(radius_m),
         "min_distance_m": float(min_distance_m),
         "villages": [v.village_id for v in villages],
+        "probe_ids": [],
+        "operators": [],
+        "levels": [],
+        "usable": [],
+        "readings": [],
     }
-    nearby_of: dict[int, tuple[NearbyProbe, ...]] = {}
+    for probe in probes:
+        for operator in probe.operators:
+            params["probe_ids"].append(probe.probe_id)
+            params["operators"].append(operator.operator)
+            params["levels"].append(LEVELS.index(operator.coverage_class))
+            params["usable"].append(operator.usable_readings)
+            params["readings"].append(operator.readings)
+    nearby_of: dict[int, NearbyProbes] = {}
     operators_of: dict[int, tuple[OperatorStatus, ...]] = {}
-    for row in connection.execute(_STATUS_SQL, params):
+    for row in connection.cursor(binary=True).execute(_STATUS_SQL, params):
         village_id, probe_ids, distances, weights, operators, availability, classes, counts = row
-        nearby_of[village_id] = tuple(map(NearbyProbe, probe_ids, distances, weights))
+        nearby_of[village_id] = NearbyProbes(probe_ids, distances, weights)
         operators_of[village_id] = tuple(
             OperatorStatus(operator, float(pct), coverage_class, int(count))
             for operator, pct, coverage_class, count in zip(

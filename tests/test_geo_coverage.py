@@ -248,3 +248,21 @@ def test_dead_zones_from_measured_probes(seeded: psycopg.Connection[Any]) -> Non
     )
     features = zones.to_geojson()["features"]
     assert [f["properties"]["state"] for f in features] == ["covered", "dead", "unmeasured"]
+
+
+def test_nearby_probes_read_like_a_tuple_of_named_tuples() -> None:
+    from geo.status import NearbyProbe, NearbyProbes
+
+    nearby = NearbyProbes(["cb-001", "cb-002"], [50.0, 1200.5], [1e-4, 6.9e-7])
+    expected = (NearbyProbe("cb-001", 50.0, 1e-4), NearbyProbe("cb-002", 1200.5, 6.9e-7))
+    assert nearby == expected
+    assert nearby[0].probe_id == "cb-001"
+    assert nearby[-1] == expected[-1]
+    assert nearby[1:] == expected[1:]
+    assert [p.distance_m for p in nearby] == [50.0, 1200.5]
+    assert len(nearby) == 2
+    assert bool(nearby)
+    assert not NearbyProbes([], [], [])
+    assert hash(nearby) == hash(NearbyProbes(["cb-001", "cb-002"], [50.0, 1200.5], [1e-4, 6.9e-7]))
+    with pytest.raises(ValueError, match="differ in length"):
+        NearbyProbes(["cb-001"], [], [])

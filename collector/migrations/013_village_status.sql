@@ -8,10 +8,18 @@
 -- one row per village that has a probe within the radius, the nearby probes and the
 -- operators as arrays. coverage_by_village (what Grafana reads) is now its operators
 -- unnested, so the map, the API and the panels still share one definition.
+--
+-- The rule itself is coverage_village_status_of: it takes every probe's 'all' row of
+-- coverage_by_probe (probe, operator, level, usable and all readings) as arrays, so that
+-- geo, which has just read coverage_by_probe for the probes' own classes, hands them in
+-- instead of having them computed a second time; coverage_village_status feeds it from
+-- coverage_by_probe itself.
 
-CREATE OR REPLACE FUNCTION coverage_village_status(p_start timestamptz, p_end timestamptz,
-                                                   p_radius_m double precision DEFAULT 3000,
-                                                   p_min_distance_m double precision DEFAULT 100)
+CREATE OR REPLACE FUNCTION coverage_village_status_of(p_probe_ids text[], p_operators text[],
+                                                      p_levels integer[], p_usable bigint[],
+                                                      p_readings bigint[],
+                                                      p_radius_m double precision DEFAULT 3000,
+                                                      p_min_distance_m double precision DEFAULT 100)
 RETURNS TABLE (village_id bigint,
                nearby_probe_ids text[], nearby_distances_m double precision[],
                nearby_weights double precision[],
@@ -23,9 +31,13 @@ SET jit = off
 SET work_mem = '64MB'
 AS $$
     WITH probe_ops AS MATERIALIZED (
-        SELECT c.probe_id, c.operator, c.level, c.availability_pct, c.readings
-        FROM coverage_by_probe(p_start, p_end) c
-        WHERE c.technology = 'all'
+        -- availability exactly as coverage_by_probe computes it
+        SELECT o.probe_id, o.operator, o.level,
+               (100.0 * o.usable / o.readings)::double precision AS availability_pct,
+               o.readings
+        FROM unnest(p_probe_ids, p_operators, p_levels, p_usable, p_readings)
+             AS o(probe_id, operator, level, usable, readings)
+        WHERE o.readings > 0
     ), pairs AS MATERIALIZED (
         SELECT * FROM coverage_village_pairs(p_radius_m, p_min_distance_m)
     ), combined AS (
@@ -66,6 +78,29 @@ AS $$
            coalesce(v.probes, '{}'), coalesce(v.readings, '{}')
     FROM nearby n
     LEFT JOIN by_village v ON v.village_id = n.village_id
+$$;
+
+CREATE OR REPLACE FUNCTION coverage_village_status(p_start timestamptz, p_end timestamptz,
+                                                   p_radius_m double precision DEFAULT 3000,
+                                                   p_min_distance_m double precision DEFAULT 100)
+RETURNS TABLE (village_id bigint,
+               nearby_probe_ids text[], nearby_distances_m double precision[],
+               nearby_weights double precision[],
+               operators text[], availability_pct double precision[], levels integer[],
+               coverage_classes text[], probes bigint[], readings bigint[])
+LANGUAGE sql STABLE
+SET jit = off
+AS $$
+    SELECT s.*
+    FROM (
+        SELECT array_agg(c.probe_id) AS probe_ids, array_agg(c.operator) AS operators,
+               array_agg(c.level) AS levels, array_agg(c.usable_readings) AS usable,
+               array_agg(c.readings) AS readings
+        FROM coverage_by_probe(p_start, p_end) c
+        WHERE c.technology = 'all'
+    ) a
+    CROSS JOIN LATERAL coverage_village_status_of(a.probe_ids, a.operators, a.levels, a.usable,
+                                                  a.readings, p_radius_m, p_min_distance_m) s
 $$;
 
 CREATE OR REPLACE FUNCTION coverage_by_village(p_start timestamptz, p_end timestamptz,
