@@ -26,9 +26,7 @@ import psycopg
 logger = logging.getLogger("coverwatch.collector")
 
 Storage = Literal["timescale", "plain"]
-_MIGRATION_NAME = re.compile(
-    r"^(\d{3})_([a-z0-9_]+?)(?:_(plain|timescale|timescale_extra))?\.sql$"
-)
+_MIGRATION_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+?)(?:_(plain|timescale|timescale_extra))?\.sql$")
 _LOCK_KEY = 0x636F7665  # "cove": one fixed key for coverwatch migrations
 
 

@@ -167,6 +167,10 @@ class DecodedBatch:
     seen: dict[tuple[str, str], set[int]] = field(default_factory=dict)
     repeats: int = 0  # readings that came twice within the batch
     track_positions: bool = False
+    # (UTC hour since the epoch, probe) of every signal and latency row, for the rollup
+    # marks: computed where the batch is decoded (the collector's decoder thread), so the
+    # writer does not, unless the ledger dropped some rows as already committed.
+    rollup_hours: set[tuple[int, str]] | None = None
 
 
 @dataclass
@@ -193,6 +197,7 @@ def decode_messages(
     decoded = DecodedBatch(track_positions=track_positions)
     for message in messages:
         _decode_one(message, decoded)
+    decoded.rollup_hours = rollup_hours(decoded.readings)
     return decoded
 
 
@@ -418,9 +423,8 @@ class Store:
             }
             committed = _lock_ledger(connection, ranges) if ranges else {}
             readings = _without_committed(decoded, committed) if committed else decoded.readings
-            result.duplicates += sum(map(len, decoded.readings.values())) - sum(
-                map(len, readings.values())
-            )
+            dropped = sum(map(len, decoded.readings.values())) - sum(map(len, readings.values()))
+            result.duplicates += dropped
             if readings:
                 self._look_up_copy_types(connection, readings)
                 for kind, inserted in _copy_readings(
@@ -428,7 +432,10 @@ class Store:
                 ).items():
                     result.stored[kind] += inserted
                     result.duplicates += len(readings[kind]) - inserted
-            _mark_rollup_hours(connection, readings)
+            hours = decoded.rollup_hours
+            _mark_rollup_hours(
+                connection, hours if hours is not None and not dropped else rollup_hours(readings)
+            )
             if ranges:
                 _extend_ledger(connection, ranges)
             for outbox, seqs in decoded.handled.items():
@@ -754,9 +761,18 @@ ON CONFLICT (probe_id, hour) DO UPDATE SET marked_at = excluded.marked_at
 """
 
 
-def _mark_rollup_hours(
-    connection: psycopg.Connection[Any], readings: dict[str, list[tuple[Any, ...]]]
-) -> None:
+def rollup_hours(readings: dict[str, list[tuple[Any, ...]]]) -> set[tuple[int, str]]:
+    """(UTC hour since the epoch, probe) of every signal and latency row."""
+    # Hours since the epoch are UTC hours; a set, as a batch holds few of them.
+    hours: set[tuple[int, str]] = set()
+    for kind, taken_at in _ROLLED_UP.items():
+        rows = readings.get(kind)
+        if rows:
+            hours.update((int(row[taken_at].timestamp() // 3600), row[0]) for row in rows)
+    return hours
+
+
+def _mark_rollup_hours(connection: psycopg.Connection[Any], hours: set[tuple[int, str]]) -> None:
     """Mark the (probe, UTC hour) of every stored signal and latency reading for the rollups.
 
     In the writing transaction, so that readers aggregate those hours live until the
@@ -765,12 +781,6 @@ def _mark_rollup_hours(
     UPDATE (not DO NOTHING) so that a mark the refresher holds makes this wait for it:
     the refresher's aggregate may not have seen these readings.
     """
-    # Hours since the epoch are UTC hours; a set first, as a batch holds few of them.
-    hours: set[tuple[int, str]] = set()
-    for kind, taken_at in _ROLLED_UP.items():
-        rows = readings.get(kind)
-        if rows:
-            hours.update((int(row[taken_at].timestamp() // 3600), row[0]) for row in rows)
     if hours:
         ordered = sorted(hours)
         connection.execute(

@@ -185,6 +185,38 @@ def test_a_redelivered_batch_changes_nothing(schema_url: str) -> None:
     assert signal_rows(schema_url) == FIRST_SIGNAL_ROWS
 
 
+def test_a_resent_batch_marks_only_the_hours_of_what_it_stored(schema_url: str) -> None:
+    """The marks are computed where the batch is decoded; when the ledger drops readings
+    already committed, only the hours of what was stored are marked (a re-send storm
+    after a broker restart must not make the refresher redo hours nothing changed in)."""
+    outbox = "3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
+
+    def write(readings: list[dict[str, object]]) -> int:
+        payload = json.dumps(
+            {"v": 1, "probe_id": "cb-001", "outbox_id": outbox, "readings": readings}
+        ).encode()
+        writer = Store(schema_url)
+        try:
+            message = InboundMessage(protocol.readings_topic("cb-001"), payload, datetime.now(UTC))
+            return writer.write([message]).stored_total
+        finally:
+            writer.close()
+
+    first = [
+        signal(1, rsrp_dbm=-100, taken_at="2026-11-22T08:05:00Z", **LTE),
+        signal(2, rsrp_dbm=-101, taken_at="2026-11-22T09:05:00Z", **LTE),
+    ]
+    assert write(first) == 2
+    assert marked(schema_url) == [("cb-001", "2026-11-22 08:00"), ("cb-001", "2026-11-22 09:00")]
+    refresh_rollups(schema_url)
+    assert marked(schema_url) == []
+    later = signal(3, rsrp_dbm=-102, taken_at="2026-11-22T10:05:00Z", **LTE)
+    assert write([*first, later]) == 1
+    assert marked(schema_url) == [("cb-001", "2026-11-22 10:00")]
+    assert write(first) == 0
+    assert marked(schema_url) == [("cb-001", "2026-11-22 10:00")]
+
+
 def test_a_month_old_backlog_and_the_current_hour_are_in_the_rollups(schema_url: str) -> None:
     """The continuous aggregates of migration 002 never saw either (refresh policy from
     30 days to 1 hour ago)."""
@@ -252,7 +284,7 @@ def test_a_refresh_skips_an_hour_a_writer_is_still_writing(schema_url: str) -> N
         )
         row: list[Any] = [None] * (1 + len(COLUMNS["signal"]))
         row[0], row[1 + COLUMNS["signal"].index("taken_at")] = "cb-001", taken_at
-        storage._mark_rollup_hours(writer, {"signal": [tuple(row)]})
+        storage._mark_rollup_hours(writer, storage.rollup_hours({"signal": [tuple(row)]}))
         with psycopg.connect(schema_url, autocommit=True) as refresher:
             refresher.execute("SET lock_timeout = '5s'")
             assert refresher.execute("SELECT coverage_refresh(10)").fetchone() == (1,)
