@@ -58,7 +58,7 @@ given as a lower bound, the run's length (``>20000`` in the RESULT line).
 
 ``--keep`` keeps each loaded database and prints its URL; ``--loaded URL`` (once per
 layout) measures such a database again instead of loading a new one, after applying any
-newer migrations — for measuring a change of the analysis without the 15–25 minutes of
+newer migrations — for measuring a change of the analysis without the 15 to 25 minutes of
 loading; its ``load_s`` and ``rollup_build_s`` are ``nan``.
 
 ``--profile`` adds, per layout, EXPLAIN (ANALYZE, BUFFERS) of ``coverage_by_probe``,
