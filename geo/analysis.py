@@ -17,7 +17,13 @@ import psycopg
 
 from geo.coverage import ProbeCoverage, TimeWindow, by_probe, probe_coverage
 from geo.registry import Village, load_villages
-from geo.status import DEFAULT_MIN_DISTANCE_M, DEFAULT_RADIUS_M, VillageStatus, village_status
+from geo.status import (
+    DEFAULT_MIN_DISTANCE_M,
+    DEFAULT_RADIUS_M,
+    VillageStatus,
+    refresh_nearby,
+    village_status,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +45,7 @@ def analyse(
     min_distance_m: float = DEFAULT_MIN_DISTANCE_M,
     province: str | None = None,
 ) -> Analysis:
+    refresh_nearby(connection, radius_m=radius_m, min_distance_m=min_distance_m)
     probes = probe_coverage(connection, window)
     villages = load_villages(connection, province=province)
     statuses = village_status(

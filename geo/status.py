@@ -19,6 +19,7 @@ and never counted as coverage.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, overload
@@ -42,6 +43,34 @@ from geo.thresholds import LEVELS, CoverageClass
 
 DEFAULT_RADIUS_M: Final = 3000.0
 DEFAULT_MIN_DISTANCE_M: Final = 100.0
+
+logger = logging.getLogger(__name__)
+
+
+def refresh_nearby(
+    connection: psycopg.Connection[Any],
+    *,
+    radius_m: float = DEFAULT_RADIUS_M,
+    min_distance_m: float = DEFAULT_MIN_DISTANCE_M,
+) -> bool:
+    """Build the villages' nearby-probe cache for this radius if a position moved since.
+
+    Migration 014 keeps which probes lie near each village until a village or probe
+    moves; the status reads it when valid and computes the pairs otherwise, so this is
+    only about speed. Called before a transaction's first read, the build commits at
+    once and its lock is not held through the analysis. A user that may not write (a
+    read-only role or transaction) simply goes without: returns False, as when the
+    cache was already valid.
+    """
+    try:
+        with connection.transaction():
+            row = connection.execute(
+                "SELECT coverage_nearby_refresh(%s, %s)", (float(radius_m), float(min_distance_m))
+            ).fetchone()
+    except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ReadOnlySqlTransaction) as error:
+        logger.debug("the nearby-probe cache is not written: %s", error.diag.message_primary)
+        return False
+    return bool(row and row[0])
 
 
 class NearbyProbe(NamedTuple):
