@@ -32,4 +32,5 @@ def connect(url: str) -> psycopg.Connection[Any]:
             f"{redact_url(url)} has no villages table",
             "run `coverwatch db upgrade` first (migration 004 adds the village registry)",
         )
+    connection.rollback()  # idle again: an analysis may first build its caches (geo.status)
     return connection

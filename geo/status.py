@@ -53,22 +53,34 @@ def refresh_nearby(
     radius_m: float = DEFAULT_RADIUS_M,
     min_distance_m: float = DEFAULT_MIN_DISTANCE_M,
 ) -> bool:
-    """Build the villages' nearby-probe cache for this radius if a position moved since.
+    """Build the villages' nearby-probe cache if a village or probe moved since.
 
-    Migration 014 keeps which probes lie near each village until a village or probe
-    moves; the status reads it when valid and computes the pairs otherwise, so this is
-    only about speed. Called before a transaction's first read, the build commits at
-    once and its lock is not held through the analysis. A user that may not write (a
-    read-only role or transaction) simply goes without: returns False, as when the
-    cache was already valid.
+    Migration 014 keeps which probes lie near each village until a position changes;
+    the status reads it when valid and computes the pairs otherwise, so this is only
+    about speed, and never fails an analysis. It builds only for the default radius and
+    minimum distance (any other radius is computed each time: an API caller cannot make
+    the server write a cache per radius), only on an idle connection (in a transaction
+    of its own, committed at once: its lock is never held through an analysis), and only
+    where it may write. Returns whether it built.
     """
+    if (radius_m, min_distance_m) != (DEFAULT_RADIUS_M, DEFAULT_MIN_DISTANCE_M):
+        return False
+    if connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        return False
     try:
         with connection.transaction():
             row = connection.execute(
                 "SELECT coverage_nearby_refresh(%s, %s)", (float(radius_m), float(min_distance_m))
             ).fetchone()
-    except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ReadOnlySqlTransaction) as error:
-        logger.debug("the nearby-probe cache is not written: %s", error.diag.message_primary)
+    except (
+        psycopg.errors.InsufficientPrivilege,  # a read-only role
+        psycopg.errors.ReadOnlySqlTransaction,  # a hot standby, or read-only by default
+        psycopg.errors.LockNotAvailable,  # lock_timeout
+        psycopg.errors.QueryCanceled,  # statement_timeout
+        psycopg.errors.SerializationFailure,
+        psycopg.errors.DeadlockDetected,
+    ) as error:
+        logger.debug("the nearby-probe cache was not built: %s", error.diag.message_primary)
         return False
     return bool(row and row[0])
 

@@ -66,7 +66,7 @@ from geo.coverage import TimeWindow, by_probe, probe_coverage
 from geo.deadzones import probe_dead_zones
 from geo.operators import CODE_OF_NAME, OPERATOR_NAMES
 from geo.probes import PROBE_STATES, probe_health
-from geo.status import DEFAULT_RADIUS_M, VillageStatus
+from geo.status import DEFAULT_RADIUS_M, VillageStatus, refresh_nearby
 from geo.thresholds import COVERAGE_CLASSES
 
 logger = logging.getLogger("coverwatch.geo.web")
@@ -797,6 +797,7 @@ def _villages(
 
     def compute() -> Encoded:
         with _connection(state) as connection:
+            refresh_nearby(connection, radius_m=radius_m)
             _check_province(connection, province)
             statuses, _ = _statuses(connection, span, radius_m, province)
         features = [_village_feature(s, code) for s in statuses]
@@ -853,6 +854,7 @@ def deadzones(
     span = _window(window, since)
     radius_m = _radius_m(radius_km)
     with _connection(state) as connection:
+        refresh_nearby(connection, radius_m=radius_m)
         _check_province(connection, province)
         statuses, probes = _statuses(connection, span, radius_m, province)
         boundaries = maps.load_boundaries(connection, province=province)
@@ -910,6 +912,7 @@ def uncovered(
     span = _window(window, since)
     radius_m = _radius_m(radius_km)
     with _connection(state) as connection:
+        refresh_nearby(connection, radius_m=radius_m)
         _check_province(connection, province)
         statuses, probes = _statuses(connection, span, radius_m, province)
     rows = report.rank_uncovered(statuses, by_probe(probes), include_all=all_villages)
@@ -957,6 +960,7 @@ def coverage_map(
 
     def compute() -> Encoded:
         with _connection(state) as connection:
+            refresh_nearby(connection, radius_m=radius_m)
             _check_province(connection, province)
             data = maps.collect(connection, span, radius_m=radius_m, province=province)
         page = maps.render(

@@ -13,6 +13,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from psycopg import sql
@@ -31,7 +32,7 @@ STATUS = """SELECT village_id, nearby_probe_ids, nearby_distances_m, operators,
 
 
 @pytest.fixture
-def seeded(database_url: str) -> Any:
+def seeded(database_url: str) -> str:
     schema.upgrade(database_url)
     with psycopg.connect(database_url) as connection:
         for index, (lon, lat) in enumerate([(106.50, 22.80), (106.52, 22.81), (106.60, 22.90)]):
@@ -44,7 +45,7 @@ def seeded(database_url: str) -> Any:
             geo_seed.add_probe(connection, probe_id, lon, lat)
             geo_seed.add_signal(connection, probe_id, NOW - timedelta(hours=6), 24, rsrp_dbm=rsrp)
         connection.commit()
-    yield database_url
+    return database_url
 
 
 def read_status(url: str, radius_m: float = 3000) -> list[tuple[Any, ...]]:
@@ -72,11 +73,12 @@ def test_the_cached_status_equals_the_computed_one(seeded: str) -> None:
     assert built(seeded) == [(3000.0, 100.0)]
     assert read_status(seeded) == computed
     assert [row[1] for row in computed] == [["p-near", "p-mid"], ["p-mid", "p-near"]]
-    # Another radius is computed (and may be cached) on its own.
+    # Another radius is always computed: a caller cannot make the server cache per radius.
     wide = read_status(seeded, 30_000)
-    assert refresh(seeded, 30_000) is True
+    assert refresh(seeded, 30_000) is False
     assert read_status(seeded, 30_000) == wide
     assert len(wide) == 3
+    assert built(seeded) == [(3000.0, 100.0)]
 
 
 @pytest.mark.parametrize(
@@ -89,6 +91,7 @@ def test_the_cached_status_equals_the_computed_one(seeded: str) -> None:
         "INSERT INTO probes (probe_id, lon, lat) VALUES ('p-new', 106.6, 22.9)",
         "INSERT INTO villages (name, lon, lat) VALUES ('Bản mới', 106.70, 22.95)",
         "TRUNCATE probes CASCADE",
+        "UPDATE probes SET probe_id = 'p-renamed' WHERE probe_id = 'p-near'",
     ],
 )
 def test_every_change_of_position_invalidates_the_cache(seeded: str, change: str) -> None:
@@ -166,3 +169,49 @@ def test_analyse_builds_the_cache_and_commits_it_at_once(seeded: str) -> None:
         # Still inside the analysis' transaction, another session sees the cache built.
         assert built(seeded) == [(3000.0, 100.0)]
         assert [s.village.name for s in analysis.statuses if s.nearby] == ["Bản 0", "Bản 1"]
+
+
+def test_no_build_inside_an_open_transaction_or_under_repeatable_read(seeded: str) -> None:
+    """The build's lock is never held through an analysis, and never reads an old snapshot."""
+    with psycopg.connect(seeded) as connection:
+        connection.execute("SELECT 1")  # a transaction is open
+        assert status.refresh_nearby(connection) is False
+    with psycopg.connect(seeded) as connection:
+        connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        assert status.refresh_nearby(connection) is False
+        # Even called directly, the database refuses to build from an old snapshot.
+        assert connection.execute("SELECT coverage_nearby_refresh(3000, 100)").fetchone() == (
+            False,
+        )
+    assert built(seeded) == []
+
+
+def test_a_role_that_may_only_add_probes_still_invalidates_the_cache(seeded: str) -> None:
+    refresh(seeded)
+    role = f"provisioner_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(seeded, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        admin.execute(sql.SQL("GRANT SELECT, INSERT ON probes TO {}").format(sql.Identifier(role)))
+    try:
+        with psycopg.connect(psycopg.conninfo.make_conninfo(seeded, user=role)) as provisioner:
+            provisioner.execute(
+                "INSERT INTO probes (probe_id, lon, lat) VALUES ('p-new', 106.6, 22.9)"
+            )
+        assert built(seeded) == []
+    finally:
+        with psycopg.connect(seeded, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_the_cli_and_the_api_build_the_cache_on_an_idle_connection(seeded: str) -> None:
+    from geo import database, web
+
+    with database.connect(seeded) as connection:
+        assert connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    handle = web.serve_in_thread(web.create_app(seeded), "127.0.0.1", 0)
+    try:
+        assert httpx.get(f"{handle.url}/api/villages?window=2d", timeout=30).status_code == 200
+    finally:
+        handle.stop()
+    assert built(seeded) == [(3000.0, 100.0)]

@@ -10,7 +10,9 @@
 -- lon/lat, truncate) deletes those rows, so a reader never uses pairs of old positions:
 -- coverage_village_nearby() reads the cache when it is valid in the reader's snapshot
 -- and computes the pairs otherwise (a read-only Grafana user never writes; the figures
--- are the same either way).
+-- are the same either way). What no trigger sees — a restore with triggers disabled
+-- (pg_restore --disable-triggers, session_replication_role = replica) or an ALTER TABLE
+-- that rewrites positions — needs `DELETE FROM coverage_nearby_built` afterwards.
 
 CREATE TABLE coverage_nearby_cache (
     radius_m        double precision NOT NULL,
@@ -83,6 +85,12 @@ LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     stored bigint;
 BEGIN
+    -- Under REPEATABLE READ or SERIALIZABLE every statement here would read the snapshot
+    -- taken before the lock, and could cache positions a mover committed meanwhile: build
+    -- only under READ COMMITTED (readers compute the pairs otherwise, as without a cache).
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RETURN false;
+    END IF;
     IF EXISTS (SELECT FROM coverage_nearby_built
                WHERE radius_m = p_radius_m AND min_distance_m = p_min_distance_m) THEN
         RETURN false;
@@ -114,8 +122,10 @@ BEGIN
 END
 $$;
 
+-- SECURITY DEFINER: a role allowed to add probes or import villages invalidates the cache
+-- without being granted writes on it.
 CREATE FUNCTION coverage_nearby_invalidate() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
     DELETE FROM coverage_nearby_built;
     RETURN NULL;
@@ -126,15 +136,17 @@ CREATE TRIGGER villages_nearby_invalidate
     AFTER INSERT OR DELETE OR TRUNCATE ON villages
     FOR EACH STATEMENT EXECUTE FUNCTION coverage_nearby_invalidate();
 CREATE TRIGGER villages_moved_nearby_invalidate
-    AFTER UPDATE OF lon, lat ON villages
-    FOR EACH ROW WHEN (OLD.lon IS DISTINCT FROM NEW.lon OR OLD.lat IS DISTINCT FROM NEW.lat)
+    AFTER UPDATE OF lon, lat, village_id ON villages
+    FOR EACH ROW WHEN (OLD.lon IS DISTINCT FROM NEW.lon OR OLD.lat IS DISTINCT FROM NEW.lat
+                       OR OLD.village_id IS DISTINCT FROM NEW.village_id)
     EXECUTE FUNCTION coverage_nearby_invalidate();
 CREATE TRIGGER probes_nearby_invalidate
     AFTER INSERT OR DELETE OR TRUNCATE ON probes
     FOR EACH STATEMENT EXECUTE FUNCTION coverage_nearby_invalidate();
 CREATE TRIGGER probes_moved_nearby_invalidate
-    AFTER UPDATE OF lon, lat ON probes
-    FOR EACH ROW WHEN (OLD.lon IS DISTINCT FROM NEW.lon OR OLD.lat IS DISTINCT FROM NEW.lat)
+    AFTER UPDATE OF lon, lat, probe_id ON probes
+    FOR EACH ROW WHEN (OLD.lon IS DISTINCT FROM NEW.lon OR OLD.lat IS DISTINCT FROM NEW.lat
+                       OR OLD.probe_id IS DISTINCT FROM NEW.probe_id)
     EXECUTE FUNCTION coverage_nearby_invalidate();
 
 -- 013's rule, reading the nearby probes once (cached or computed) for both its halves.
