@@ -22,7 +22,6 @@ say so wherever they use one.
 
 from __future__ import annotations
 
-import csv
 import gzip
 import io
 import math
@@ -250,11 +249,11 @@ def parse_cells(
 ) -> ParsedCells:
     """Read the CSV rows; ``mcc`` keeps one country (None: every country)."""
     parsed = ParsedCells()
-    reader = csv.reader(lines)
-    try:
-        first = next(reader, None)
-    except csv.Error as error:
-        raise CoverwatchError(f"line 1: unreadable CSV: {error}") from None
+    # Both registries write bare numbers and names, never quoted fields: a line is split
+    # at its commas, so a stray quote or carriage return cannot swallow the lines after it.
+    numbered = enumerate((line.rstrip("\r\n").split(",") for line in lines), start=1)
+    first_line = next(numbered, None)
+    first = first_line[1] if first_line is not None else None
     if first is None:
         raise CoverwatchError(
             "the file is empty (expected OpenCelliD/MLS rows: " + ",".join(COLUMNS) + ")"
@@ -284,18 +283,9 @@ def parse_cells(
     seen: dict[tuple[str, int, int, int, int], str] = {}
 
     def rows() -> Iterator[tuple[int, list[str]]]:
-        line = 1
         for row in pending:
-            yield line, row
-        while True:
-            line = reader.line_num + 1
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as error:
-                raise CoverwatchError(f"line {line}: unreadable CSV: {error}") from None
-            yield line, row
+            yield 1, row
+        yield from numbered
 
     for line, row in rows():
         if not any(value.strip() for value in row):

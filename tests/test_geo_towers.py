@@ -11,6 +11,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from collector import schema
 from coverwatch.cli import main
@@ -18,8 +20,15 @@ from coverwatch.errors import CoverwatchError
 from geo import towers
 from geo.coverage import TimeWindow
 from tests import geo_seed
+from tests.test_fuzz_protocol import HOSTILE_FRAGMENTS
 
 DATA = Path(__file__).parent / "data" / "towers"
+FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 OUTSIDE_262 = ["--mcc", "262", "--allow-outside-vietnam"]
 HEADER = (
     "radio,mcc,net,area,cell,unit,lon,lat,range,samples,changeable,created,updated,averageSignal"
@@ -265,3 +274,32 @@ def test_links_name_the_registry_site_of_each_serving_cell_and_its_distance(
 def test_links_on_an_empty_window_say_so(geo_db: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["towers", "links", "--window", "1d"]) == 0
     assert "no signal readings named a serving cell" in capsys.readouterr().out
+
+
+@st.composite
+def registry_file(draw: st.DrawFn) -> tuple[bytes, set[tuple[str, int, int, int, int]]]:
+    """Good rows (distinct cells) with hostile lines between them, and the good cells."""
+    good_cells = draw(st.lists(st.integers(0, 255), min_size=1, max_size=8, unique=True))
+    lines: list[bytes] = []
+    for local in good_cells:
+        eci = 31785216 + local
+        lines.append(
+            f"LTE,452,4,12040,{eci},1,106.25,22.66,1000,3,1,1459814400,1700000000,0".encode()
+        )
+        for _ in range(draw(st.integers(0, 2))):
+            hostile = draw(st.one_of(HOSTILE_FRAGMENTS, st.binary(max_size=200)))
+            lines.append(hostile.replace(b"\n", b" ").replace(b"\r", b" "))
+    wanted = {("lte", 452, 4, 12040, 31785216 + local) for local in good_cells}
+    return b"\n".join(lines) + b"\n", wanted
+
+
+@FUZZ
+@given(registry_file())
+def test_hostile_lines_never_cost_a_good_row(sample: tuple[bytes, set[Any]]) -> None:
+    data, wanted = sample
+    text = data.decode("utf-8", errors="surrogateescape")
+    parsed = towers.parse_cells(iter(io.StringIO(text, newline="")))
+    # A hostile line may itself be a valid cell (the same one, updated later); never fewer.
+    assert wanted <= set(parsed.cells)
+    for problem in parsed.problems:
+        assert len(str(problem)) < 400, "a problem quotes at most a short part of the line"
