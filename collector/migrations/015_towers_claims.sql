@@ -1,4 +1,4 @@
--- coverwatch schema, migration 014: the tower registry and the operators' coverage claims.
+-- coverwatch schema, migration 015: the tower registry and the operators' coverage claims.
 --
 -- Evidence that is not a measurement. The tower registry holds cells as OpenCelliD and
 -- Mozilla Location Service export them (one row per cell: radio, MCC, MNC, area, cell id,
