@@ -29,52 +29,32 @@ from psycopg.types.json import Jsonb
 
 from coverwatch.errors import CoverwatchError
 from geo import registry
-from geo.operators import CODE_OF_NAME, OPERATOR_NAMES
+from geo.operators import parse_operator, parse_technology
 from geo.registry import Problem, RowError
+from geo.text import normalise_key
 
-TECHNOLOGY_OF: Final[dict[str, str]] = {
-    **dict.fromkeys(("2g", "gsm", "gprs", "edge"), "gsm"),
-    **dict.fromkeys(("3g", "umts", "wcdma", "hspa"), "umts"),
-    **dict.fromkeys(("4g", "lte"), "lte"),
-    **dict.fromkeys(("5g", "nr", "nr5g", "5g_nr"), "nr5g"),
-}
-# Property names after registry.normalise_key → the field they give.
+# Property names after normalise_key → the field they give.
 FIELD_OF: Final[dict[str, str]] = {
     **dict.fromkeys(("operator", "nha_mang", "network", "carrier", "mccmnc", "plmn"), "operator"),
     **dict.fromkeys(("technology", "tech", "cong_nghe", "radio", "generation"), "technology"),
     **dict.fromkeys(("name", "area", "khu_vuc", "ten", "label"), "name"),
 }
-# What operators are called besides their short names (normalised, no spaces).
-_OPERATOR_ALIASES: Final[dict[str, str]] = {
-    **{registry.normalise_key(name).replace("_", ""): code for name, code in CODE_OF_NAME.items()},
-    "vnpt": "45202",
-    "vnptvinaphone": "45202",
-    "viettelmobile": "45204",
-    "viettelgroup": "45204",
-}
 
 
 def operator_code(value: Any) -> str:
-    """``Viettel``, ``viettel``, ``VNPT VinaPhone`` or ``45204`` → the MCC-MNC code."""
-    text = registry.clean_text(value)
-    if text.isdigit() and len(text) in (5, 6):
-        return text
-    code = _OPERATOR_ALIASES.get(registry.normalise_key(text).replace("_", ""))
-    if code is None:
-        known = ", ".join(f"{name} ({code})" for code, name in OPERATOR_NAMES.items())
-        raise RowError(
-            "operator", f"unknown operator {text[:40]!r}; known: {known}, or any MCC-MNC"
-        )
-    return code
+    """``Viettel``, ``VNPT VinaPhone`` or ``45204`` → the MCC-MNC code (a RowError if unknown)."""
+    try:
+        return parse_operator(value)
+    except ValueError as error:
+        raise RowError("operator", str(error)) from None
 
 
 def technology_of(value: Any) -> str:
-    """``4G``, ``LTE``, ``lte`` → ``lte``."""
-    text = registry.clean_text(value)
-    technology = TECHNOLOGY_OF.get(registry.normalise_key(text))
-    if technology is None:
-        raise RowError("technology", f"expected 2G, 3G, 4G or 5G, got {text[:40]!r}")
-    return technology
+    """``4G``, ``LTE``, ``lte`` → ``lte`` (a RowError otherwise)."""
+    try:
+        return parse_technology(value)
+    except ValueError as error:
+        raise RowError("technology", str(error)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +77,7 @@ class ParsedClaims:
 def _fields(properties: Mapping[str, Any]) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for key, value in properties.items():
-        canonical = FIELD_OF.get(registry.normalise_key(str(key)))
+        canonical = FIELD_OF.get(normalise_key(str(key)))
         if canonical is not None and value not in (None, ""):
             fields.setdefault(canonical, value)
     return fields

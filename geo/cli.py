@@ -7,10 +7,11 @@ import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from coverwatch.errors import ConfigError
 from coverwatch.settings import DATABASE_URL_ENV, database_url
-from geo import claims, database, registry, report, thresholds, towers
+from geo import claims, database, registry, report, survey, thresholds, towers
 from geo.cache import DEFAULT_CACHE_S
 from geo.coverage import TimeWindow
 from geo.operators import operator_label
@@ -170,6 +171,37 @@ def _register_evidence(commands: Any) -> None:
     links.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
     links.set_defaults(handler=_towers_links)
 
+    survey_parser = commands.add_parser(
+        "survey", help="walk/drive-test logs from field teams (survey evidence)"
+    )
+    survey_commands = survey_parser.add_subparsers(
+        dest="survey_command", metavar="ACTION", required=True
+    )
+    simp = survey_commands.add_parser(
+        "import",
+        help="import a survey log: Tower Collector CSV export or coverwatch survey CSV",
+        description="The format is told by the header. Valid rows are stored as survey points "
+        "(apart from probe readings; a log imported again stores nothing twice); each invalid "
+        "row is reported with its line. Exit status 1 when any row was rejected. Columns of "
+        "the coverwatch survey CSV: see geo/README.md.",
+    )
+    simp.add_argument("file", type=Path, help="a .csv file")
+    simp.add_argument(
+        "--timezone",
+        default=survey.LOCAL_TIMEZONE,
+        help=f"for times without an offset ({survey.LOCAL_TIMEZONE})",
+    )
+    simp.add_argument(
+        "--allow-outside-vietnam",
+        action="store_true",
+        help="accept positions outside lon 102-110, lat 8-24 with a warning (default: reject)",
+    )
+    simp.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
+    simp.set_defaults(handler=_survey_import)
+    slist = survey_commands.add_parser("list", help="the surveys imported, per log")
+    slist.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
+    slist.set_defaults(handler=_survey_list)
+
     claims_parser = commands.add_parser(
         "claims", help="operators' claimed coverage (service-area GeoJSON)"
     )
@@ -258,6 +290,44 @@ def _towers_links(args: argparse.Namespace) -> int:
             f"{link.cell_id:>12}{link.readings:>9}  {site:<26}{distance}{flag}"
         )
     print(f"{len(links)} serving cells, {unknown} not in the tower registry")
+    return 0
+
+
+def _survey_import(args: argparse.Namespace) -> int:
+    parsed = survey.read_survey(
+        args.file, timezone=args.timezone, allow_outside_vietnam=args.allow_outside_vietnam
+    )
+    for problem in parsed.problems[:MAX_PROBLEMS_SHOWN]:
+        print(f"{args.file}: {problem}", file=sys.stderr)
+    if len(parsed.problems) > MAX_PROBLEMS_SHOWN:
+        print(
+            f"{args.file}: … and {len(parsed.problems) - MAX_PROBLEMS_SHOWN} more problems",
+            file=sys.stderr,
+        )
+    with database.connect(database_url(args.database_url)) as connection:
+        stored = survey.store_survey(connection, parsed, survey=args.file.name)
+    kind = "Tower Collector" if parsed.source_format == "towercollector" else "coverwatch survey"
+    print(
+        f"imported {stored.stored} survey points from a {kind} log ({stored.already} already "
+        f"imported), rejected {parsed.rejected}"
+        + (f", skipped {parsed.skipped} CDMA/TD-SCDMA" if parsed.skipped else "")
+    )
+    return 1 if parsed.rejected else 0
+
+
+def _survey_list(args: argparse.Namespace) -> int:
+    with database.connect(database_url(args.database_url)) as connection:
+        summaries = survey.list_surveys(connection)
+    zone = ZoneInfo(survey.LOCAL_TIMEZONE)
+    if not summaries:
+        print("(no surveys imported; `coverwatch survey import FILE` adds one)")
+        return 0
+    for summary in summaries:
+        print(
+            f"{summary.survey}  ({summary.source_format}): {summary.points} points, "
+            f"{summary.no_service} without service, {summary.first.astimezone(zone):%Y-%m-%d %H:%M}"
+            f" to {summary.last.astimezone(zone):%Y-%m-%d %H:%M} ({survey.LOCAL_TIMEZONE})"
+        )
     return 0
 
 

@@ -24,7 +24,6 @@ import io
 import json
 import math
 import re
-import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from psycopg.types.json import Jsonb
 
 from coverwatch.errors import CoverwatchError
 from geo.params import text_allowed, text_problem
+from geo.text import clean_text, normalise_key
 
 GridPower: TypeAlias = Literal["yes", "no", "unknown"]
 BoundaryLevel: TypeAlias = Literal["province", "district", "commune"]
@@ -139,20 +139,6 @@ class RowError(Exception):
 
 
 # ------------------------------------------------------------------------ normalising
-
-
-def normalise_key(key: str) -> str:
-    """``"Dân số"`` → ``"dan_so"``: no accents, lower case, words joined by ``_``."""
-    text = unicodedata.normalize("NFKD", key.replace("đ", "d").replace("Đ", "D"))
-    text = "".join(c for c in text if not unicodedata.combining(c)).lower()
-    return re.sub(r"[^a-z0-9]+", "_", text).strip("_")
-
-
-def clean_text(value: Any) -> str:
-    if value is None:
-        return ""
-    text = unicodedata.normalize("NFC", str(value))
-    return " ".join(text.split())
 
 
 def text_field(value: Any, field_name: str) -> str:

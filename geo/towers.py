@@ -38,6 +38,7 @@ from geo import registry
 from geo.coverage import TimeWindow
 from geo.projection import haversine_m
 from geo.registry import Problem, RowError
+from geo.text import normalise_key
 
 COLUMNS: Final = (
     "radio",
@@ -184,7 +185,7 @@ def _cell_from(
 ) -> TowerCell | None:
     """One row as a cell; None for a row skipped on purpose (another country, CDMA)."""
     radio = values.get("radio", "").strip()
-    key = registry.normalise_key(radio)
+    key = normalise_key(radio)
     if key in SKIPPED_RADIOS:
         parsed.unsupported_radio += 1
         return None
@@ -272,7 +273,7 @@ def parse_cells(
         for column in header:
             if column.lower() not in {c.lower() for c in COLUMNS}:
                 parsed.add_problem(Problem("line 1", f"column {column!r} is not used", "warning"))
-    elif first and registry.normalise_key(first[0]) in {*TECHNOLOGY_OF_RADIO, *SKIPPED_RADIOS}:
+    elif first and normalise_key(first[0]) in {*TECHNOLOGY_OF_RADIO, *SKIPPED_RADIOS}:
         names = list(COLUMNS)  # OpenCelliD's country files: no header, the standard order
         pending.append(first)
     else:
