@@ -51,6 +51,7 @@ from geo import registry
 from geo.operators import parse_operator, parse_technology
 from geo.registry import Problem, RowError
 from geo.text import normalise_key
+from geo.thresholds import METRIC_OF, SignalClass, Thresholds
 
 SourceFormat: TypeAlias = Literal["towercollector", "coverwatch"]
 Service: TypeAlias = Literal["serving", "neighbour", "none"]
@@ -489,3 +490,77 @@ def list_surveys(connection: psycopg.Connection[Any]) -> list[SurveySummary]:
            FROM survey_points GROUP BY 1, 2 ORDER BY min(taken_at), 1"""
     ).fetchall()
     return [SurveySummary(*row) for row in rows]
+
+
+# ------------------------------------------------------------------------- on the map
+
+MAP_POINTS_MAX: Final = 20_000  # the most recent ones; a map of more is unreadable anyway
+
+
+@dataclass(frozen=True, slots=True)
+class MapPoint:
+    """A survey point as the map shows it: where the phone had service (or none), and how."""
+
+    lon: float
+    lat: float
+    taken_at: datetime
+    operator_code: str | None
+    technology: str | None
+    service: Service
+    signal_class: SignalClass
+    signal_dbm: float | None
+    accuracy_m: float | None
+    survey: str
+
+
+def map_points(
+    connection: psycopg.Connection[Any],
+    start: datetime,
+    end: datetime,
+    thresholds: Thresholds,
+    *,
+    bounds: tuple[float, float, float, float] | None = None,
+) -> list[MapPoint]:
+    """Serving and no-service points in the window (neighbours are cells heard, not
+    service), classed by the database's thresholds like every measurement."""
+    rows = connection.execute(
+        """SELECT lon, lat, taken_at, operator_code, technology, service, rsrp_dbm, rscp_dbm,
+                  rssi_dbm, accuracy_m, survey
+           FROM survey_points
+           WHERE taken_at >= %(start)s AND taken_at < %(end)s AND service <> 'neighbour'
+             AND (%(min_lon)s::float8 IS NULL
+                  OR point(lon, lat) <@ box(point(%(min_lon)s, %(min_lat)s),
+                                            point(%(max_lon)s, %(max_lat)s)))
+           ORDER BY taken_at DESC LIMIT %(limit)s""",
+        {
+            "start": start,
+            "end": end,
+            "limit": MAP_POINTS_MAX,
+            **dict(
+                zip(
+                    ("min_lon", "min_lat", "max_lon", "max_lat"), bounds or (None,) * 4, strict=True
+                )
+            ),
+        },
+    ).fetchall()
+    points = []
+    for lon, lat, taken_at, operator, technology, service, rsrp, rscp, rssi, accuracy, name in rows:
+        levels = {"rsrp_dbm": rsrp, "rscp_dbm": rscp, "rssi_dbm": rssi}
+        signal = levels.get(METRIC_OF.get(technology or "", ""))
+        registered = service != "none"
+        points.append(
+            MapPoint(
+                lon=lon,
+                lat=lat,
+                taken_at=taken_at,
+                operator_code=operator,
+                technology=technology,
+                service=service,
+                signal_class=thresholds.classify(technology, signal, registered=registered),
+                signal_dbm=signal,
+                accuracy_m=accuracy,
+                survey=name,
+            )
+        )
+    points.reverse()  # oldest first: the newest drawn on top
+    return points
