@@ -151,6 +151,8 @@ def read_claims(
         ) from None
     except RecursionError:
         raise CoverwatchError(f"{path} nests too deeply to be GeoJSON") from None
+    except ValueError as error:  # e.g. a number of more than 4,300 digits
+        raise CoverwatchError(f"{path} is not valid JSON: {error}") from None
     try:
         return parse_claims(data, operator=operator, technology=technology)
     except RowError as error:  # a bad --operator or --technology

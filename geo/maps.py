@@ -155,8 +155,12 @@ def collect(
     if province is not None and area_shape is not None:
         min_lon, min_lat, max_lon, max_lat = shapely.bounds(area_shape).tolist()
         box = (min_lon, min_lat, max_lon, max_lat)
-    survey_points = survey.map_points(
-        connection, window.start, window.end, load_thresholds(connection), bounds=box
+    survey_points = (
+        []  # a province with neither villages nor boundary: nowhere to show them
+        if province is not None and box is None
+        else survey.map_points(
+            connection, window.start, window.end, load_thresholds(connection), bounds=box
+        )
     )
     return MapData(
         window=window,

@@ -55,7 +55,7 @@ def parse_operator(value: Any) -> str:
     if any(not character.isprintable() for character in text):
         raise ValueError(f"{text[:40]!r} holds control characters; write the operator's name")
     digits = text.replace("-", "").replace(" ", "")
-    if digits.isdigit() and len(digits) in (5, 6):
+    if digits.isascii() and digits.isdecimal() and len(digits) in (5, 6):
         return digits
     code = _OPERATOR_ALIASES.get(normalise_key(text).replace("_", ""))
     if code is None:

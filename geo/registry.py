@@ -502,6 +502,10 @@ def read_file(
             raise CoverwatchError(
                 f"{path} is not valid JSON: {error.msg} at line {error.lineno}"
             ) from None
+        except ValueError as error:  # e.g. a number of more than 4,300 digits
+            raise CoverwatchError(f"{path} is not valid JSON: {error}") from None
+        except RecursionError:
+            raise CoverwatchError(f"{path} nests too deeply to be GeoJSON") from None
         if boundaries:
             return parse_boundaries_geojson(data, level=level)
         return parse_villages_geojson(data, allow_outside_vietnam=allow_outside_vietnam)

@@ -60,6 +60,7 @@ LOCAL_TIMEZONE: Final = "Asia/Ho_Chi_Minh"
 # A phone's clock a little ahead is common; a day ahead is a wrong date.
 MAX_CLOCK_AHEAD: Final = timedelta(hours=1)
 POOR_ACCURACY_M: Final = 500.0
+MAX_ACCURACY_M: Final = 100_000.0
 TOWER_COLLECTOR_HEAD: Final = ("mcc", "mnc", "lac", "cell_id", "psc", "asu", "dbm", "ta", "lat")
 TOWER_COLLECTOR_TECHNOLOGY: Final[dict[str, str | None]] = {
     "GSM": "gsm",
@@ -159,10 +160,17 @@ def _number(value: str | None, field_name: str) -> float | None:
     return number
 
 
+# How Android and Tower Collector write "unknown": -1, Integer.MAX_VALUE, Long.MAX_VALUE.
+UNKNOWN_IDS: Final = frozenset({-1, 2**31 - 1, 2**63 - 1})
+
+
 def _whole(value: str | None, field_name: str, high: int) -> int | None:
-    """A non-negative identifier; -1 and Android's 2^31-1 mean unknown."""
+    """A non-negative identifier, None when unknown."""
+    text = (value or "").strip()
+    if text.lstrip("-").isdigit() and int(text) in UNKNOWN_IDS:  # exact: no float rounding
+        return None
     number = _number(value, field_name)
-    if number is None or number in (-1, 2**31 - 1):
+    if number is None or number in UNKNOWN_IDS:
         return None
     if number != int(number) or not 0 <= number <= high:
         raise RowError(field_name, f"{(value or '').strip()[:40]!r} is not a whole number 0-{high}")
@@ -223,6 +231,12 @@ def _accuracy(value: float | None, where: str, problems: list[Problem]) -> float
         return None
     if value < 0:
         raise RowError("accuracy_m", f"{value:g} is negative")
+    if value > MAX_ACCURACY_M:
+        raise RowError(
+            "accuracy_m", f"{value:g} m is not a GPS accuracy (at most {MAX_ACCURACY_M:g})"
+        )
+    if value < 0.01:
+        return 0.0  # below what the column (real) or any receiver resolves
     if value > POOR_ACCURACY_M:
         problems.append(
             Problem(where, f"{value:g} m: the position is too rough to place a village's "
@@ -268,7 +282,9 @@ def _tower_collector_row(
         lon=lon,
         lat=lat,
         accuracy_m=_accuracy(_number(row.get("accuracy"), "accuracy"), where, problems),
-        service="neighbour" if (row.get("neighboring") or "").strip() == "true" else "serving",
+        service="neighbour"
+        if (row.get("neighboring") or "").strip().lower() == "true"
+        else "serving",
         operator_code=operator,
         technology=technology,
         cell_id=_whole(row.get("cell_id"), "cell_id", 2**36 - 1),
@@ -430,8 +446,6 @@ def read_survey(
             raise CoverwatchError(
                 f"{path} is neither UTF-8 nor Windows-1258 text (save it as CSV UTF-8)"
             ) from None
-    if "\x00" in text:
-        raise CoverwatchError(f"{path} holds NUL bytes: it is not a CSV text file")
     return parse_survey(text, timezone=timezone, allow_outside_vietnam=allow_outside_vietnam)
 
 

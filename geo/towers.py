@@ -157,6 +157,18 @@ def _optional_integer(value: str, field_name: str, low: int, high: int) -> int |
     return _integer(value, field_name, low, high) if value.strip() else None
 
 
+def _lenient(value: str, field_name: str, where: str, problems: list[Problem]) -> int | None:
+    """An optional figure of a cell: what cannot be read is unknown, with a warning (the
+    cell itself is still good)."""
+    try:
+        return _optional_integer(value, field_name, -(2**31), 2**31 - 1)
+    except RowError as error:
+        problems.append(
+            Problem(where, f"{error.message}; stored as unknown", "warning", field_name)
+        )
+        return None
+
+
 def _coordinate(value: str, field_name: str) -> float:
     text = value.strip()
     if not text:
@@ -203,7 +215,7 @@ def _cell_from(
     lat = _coordinate(values.get("lat", ""), "lat")
     problems: list[Problem] = []
     registry.check_position(lon, lat, where, problems, allow_outside=allow_outside)
-    pci = _optional_integer(values.get("unit", ""), "unit", -1, 2**31 - 1)
+    pci = _lenient(values.get("unit", ""), "unit", where, problems)
     if pci is not None and not 0 <= pci <= MAX_PCI[technology]:
         if pci != -1:  # -1 is how OpenCelliD writes "unknown"
             problems.append(
@@ -211,8 +223,8 @@ def _cell_from(
                         "stored as unknown", "warning", "unit")
             )  # fmt: skip
         pci = None
-    range_m = _optional_integer(values.get("range", ""), "range", 0, 2**31 - 1)
-    if range_m is not None and range_m > MAX_PLAUSIBLE_RANGE_M:
+    range_m = _lenient(values.get("range", ""), "range", where, problems)
+    if range_m is not None and not 0 <= range_m <= MAX_PLAUSIBLE_RANGE_M:
         problems.append(
             Problem(where, f"{range_m} m is not a cell's reach; stored as unknown",
                     "warning", "range")
@@ -222,7 +234,7 @@ def _cell_from(
     changeable_text = values.get("changeable", "").strip()
     if changeable_text not in ("", "0", "1"):
         raise RowError("changeable", f"expected 0 or 1, got {changeable_text[:40]!r}")
-    average = _optional_integer(values.get("averageSignal", ""), "averageSignal", -200, 200)
+    average = _lenient(values.get("averageSignal", ""), "averageSignal", where, problems)
     for problem in problems:
         parsed.add_problem(problem)
     return TowerCell(

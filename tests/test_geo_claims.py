@@ -128,8 +128,8 @@ def test_reimporting_a_file_replaces_its_claims_and_keeps_other_files(
 
 def test_bad_options_and_files_are_refused_with_the_fix(tmp_path: Path) -> None:
     path = write(tmp_path / "c.geojson", feature(square(106.0, 22.8)))
-    with pytest.raises(CoverwatchError, match="--operator: unknown operator 'Vinafone'"):
-        claims.read_claims(path, operator="Vinafone")
+    with pytest.raises(CoverwatchError, match="--operator: unknown operator 'Vinaphon'"):
+        claims.read_claims(path, operator="Vinaphon")
     with pytest.raises(CoverwatchError, match="--technology: expected 2G, 3G, 4G or 5G"):
         claims.read_claims(path, operator="Viettel", technology="4.5G")
     (tmp_path / "deep.geojson").write_text("[" * 100_000 + "]" * 100_000)

@@ -170,7 +170,6 @@ def test_a_windows_1258_spreadsheet_is_read_and_times_follow_the_timezone(
     [
         (b"", "the file is empty"),
         (b"when,where\n1,2\n", "the header has no lat, lon, time column"),
-        (b"time,lon,lat\n\x00\x00\n", "holds NUL bytes"),
         (b"time,lon,lat\n\x81\x8d\x8f\x90\x9d\n", "neither UTF-8 nor Windows-1258"),
     ],
 )
@@ -181,6 +180,38 @@ def test_files_that_are_not_surveys_are_refused_with_what_was_expected(
     path.write_bytes(data)
     with pytest.raises(CoverwatchError, match=message):
         survey.read_survey(path)
+
+
+def test_a_nul_byte_costs_only_its_row(tmp_path: Path) -> None:
+    path = tmp_path / "s.csv"
+    path.write_bytes(
+        b"time,lon,lat,operator,technology,device\n"
+        b"2026-11-28 09:15:00,106.2551,22.6663,Viettel,4G,ph\x00one\n"
+        b"2026-11-28 09:16:00,106.2551,22.6663,Viettel,4G,phone\n"
+    )
+    parsed = survey.read_survey(path)
+    assert len(parsed.points) == 1
+    assert parsed.rejected == 1
+    assert str(parsed.problems[0]).startswith("error: line 2: device:")
+
+
+def test_values_postgresql_would_refuse_are_refused_per_row() -> None:
+    parsed = survey.parse_survey(
+        "time,lon,lat,accuracy_m,operator,technology,cell_id\n"
+        "2026-11-28 09:15:00,106.2,22.6,1e300,Viettel,4G,\n"
+        "2026-11-28 09:15:00,106.2,22.6,5,\uff14\uff15\uff12\uff10\uff14,4G,\n"
+        "2026-11-28 09:15:00,106.2,22.6,1e-50,Viettel,4G,9223372036854775807\n",
+        now=datetime(2026, 11, 30, tzinfo=UTC),
+    )
+    assert [str(p) for p in parsed.problems] == [
+        "error: line 2: accuracy_m: 1e+300 m is not a GPS accuracy (at most 100000)",
+        "error: line 3: operator: unknown operator '\uff14\uff15\uff12\uff10\uff14'; known: "
+        "MobiFone (45201), "
+        "VinaPhone (45202), Viettel (45204), Vietnamobile (45205), Gmobile (45207), "
+        "or any MCC-MNC",
+    ]
+    (point,) = parsed.points
+    assert (point.accuracy_m, point.cell_id) == (0.0, None)  # Long.MAX_VALUE: unknown
 
 
 def test_a_bad_timezone_says_how_to_fix_it(tmp_path: Path) -> None:

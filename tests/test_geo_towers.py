@@ -165,7 +165,6 @@ def test_hostile_rows_are_rejected_one_by_one_and_good_rows_kept() -> None:
         "LTE,452,4,12040,1" + "0" * 5000 + ",215,106.2551,22.6663,1450,31,1,1,1,0",
         "LTE,452,4,12040,31785217,215,nan,22.6663,1450,31,1,1,1,0",
         "LTE,452,4,12040,31785217,215,1e400,22.6663,1450,31,1,1,1,0",
-        "LTE,452,4,12040,31785217,215,106.2,22.6,-5,31,1,1,1,0",
         "LTE,452,4,12040,31785217,215,106.2,22.6,1000,31,yes,1,1,0",
         "LTE,452,4,12040,31785217,215,106.2,22.6,1000,31,1,99999999999,1,0",
         "LTE,452,-4,12040,31785217,215,106.2,22.6,1000,31,1,1,1,0",
@@ -182,12 +181,29 @@ def test_hostile_rows_are_rejected_one_by_one_and_good_rows_kept() -> None:
     )
     assert messages[2] == "error: line 4: lon: expected a finite number, got 'nan'"
     assert messages[3] == "error: line 5: lon: expected a finite number, got '1e400'"
-    assert messages[4] == "error: line 6: range: -5 is not between 0 and 2147483647"
-    assert messages[5] == "error: line 7: changeable: expected 0 or 1, got 'yes'"
-    assert messages[6] == "error: line 8: created: 99999999999 is not between 0 and 4102444800"
-    assert messages[7] == "error: line 9: net: -4 is not between 0 and 999"
-    assert messages[8].startswith("error: line 10: 2 fields; expected 14")
-    assert messages[9] == "error: line 11: cell: expected a whole number, got '31785217.5'"
+    assert messages[4] == "error: line 6: changeable: expected 0 or 1, got 'yes'"
+    assert messages[5] == "error: line 7: created: 99999999999 is not between 0 and 4102444800"
+    assert messages[6] == "error: line 8: net: -4 is not between 0 and 999"
+    assert messages[7].startswith("error: line 9: 2 fields; expected 14")
+    assert messages[8] == "error: line 10: cell: expected a whole number, got '31785217.5'"
+
+
+def test_a_bad_optional_figure_costs_only_that_figure() -> None:
+    rows = [
+        "LTE,452,4,12040,31785217,-7,106.2,22.6,-5,31,1,1,1,abc",
+        "NR,452,4,12040,5206671361,402,106.2,22.6,1e3,3,1,1,1,-85",
+    ]
+    parsed = towers.parse_cells(iter(io.StringIO("\n".join(rows) + "\n")))
+    assert parsed.rejected == 0
+    lte = parsed.cells[("lte", 452, 4, 12040, 31785217)]
+    assert (lte.pci, lte.range_m, lte.average_signal_dbm) == (None, None, None)
+    assert [str(p) for p in parsed.problems] == [
+        "warning: line 1: unit: -7 is not a lte PCI/PSC (0-503); stored as unknown",
+        "warning: line 1: range: -5 m is not a cell's reach; stored as unknown",
+        "warning: line 1: averageSignal: expected a whole number, got 'abc'; stored as unknown",
+    ]
+    nr = parsed.cells[("nr5g", 452, 4, 12040, 5206671361)]
+    assert (nr.pci, nr.range_m, nr.average_signal_dbm) == (402, 1000, -85.0)
 
 
 def test_undecodable_or_damaged_files_are_refused_with_the_reason(tmp_path: Path) -> None:
@@ -238,6 +254,12 @@ def test_links_name_the_registry_site_of_each_serving_cell_and_its_distance(
         geo_seed.add_signal(
             connection, "far-away", start, 3, rsrp_dbm=-115, cell_id=31785217, tac=12040
         )
+        # 5G NSA (EN-DC): the reading is nr5g, its cell and TAC those of the LTE anchor.
+        geo_seed.add_probe(connection, "en-dc", 106.2560, 22.6670)
+        geo_seed.add_signal(
+            connection, "en-dc", start, 5, technology="nr5g", rsrp_dbm=-95, cell_id=31785218,
+            tac=12040,
+        )  # fmt: skip
         # The same cell id under another TAC is another cell.
         geo_seed.add_signal(
             connection, "far-away", start, 2, seq0=50, rsrp_dbm=-115, cell_id=31785217, tac=1
@@ -249,24 +271,25 @@ def test_links_name_the_registry_site_of_each_serving_cell_and_its_distance(
         for link in links
     ]
     assert summary == [
+        ("en-dc", None, 31785218, 12040, 5, "lte:452-04:124161"),
         ("far-away", None, 31785217, 12040, 3, "lte:452-04:124161"),
         ("far-away", None, 31785217, 1, 2, None),
         ("pac-ma", "m1", 31785217, 12040, 30, "lte:452-04:124161"),
         ("pac-ma", "m1", 31785218, 12040, 6, "lte:452-04:124161"),
         ("pac-ma", "m2", 777, 5, 4, None),
     ]
-    near = links[2]
+    near = links[3]
     assert near.distance_m is not None
     assert 200 < near.distance_m < 400
     assert not near.beyond_range
-    far = links[0]
+    far = links[1]
     assert far.distance_m is not None
     assert 35_000 < far.distance_m < 45_000
     assert far.beyond_range
     capsys.readouterr()
     assert main(["towers", "links", "--window", "1d"]) == 0
     out = capsys.readouterr().out
-    assert "5 serving cells, 2 not in the tower registry" in out
+    assert "6 serving cells, 2 not in the tower registry" in out
     assert "not in registry" in out
     assert out.count("beyond its range") == 1
 

@@ -72,9 +72,10 @@ CREATE INDEX operator_claims_operator ON operator_claims (operator_code, technol
 
 -- Which registered cell served each probe's signal readings in a window: the readings
 -- name their serving cell by network (operator_code = MCC || MNC), area (tac) and cell id;
--- a registry cell matches on all of them and on the technology. Readings without a cell
--- id, and cells the registry does not know, come back with site NULL so that the gaps of
--- the registry show.
+-- a registry cell matches on all of them and on the technology — or, for a reading on
+-- 5G NSA (EN-DC: technology nr5g, the cell and TAC of its LTE anchor), on the LTE cell.
+-- Cells the registry does not know come back with site NULL, so that its gaps show;
+-- readings that name no cell are not listed.
 CREATE FUNCTION signal_tower_links(window_start timestamptz, window_end timestamptz)
 RETURNS TABLE (
     probe_id       text,
@@ -104,12 +105,17 @@ LANGUAGE sql STABLE AS $$
     SELECT s.probe_id, s.modem, s.operator_code, s.technology, s.tac, s.cell_id,
            s.readings, s.first_seen, s.last_seen, t.site, t.lon, t.lat, t.range_m
     FROM served s
-    LEFT JOIN tower_cells t
-      ON t.mcc = substr(s.operator_code, 1, 3)::integer
-     AND t.mnc = substr(s.operator_code, 4)::integer
-     AND t.cell = s.cell_id
-     AND t.area = s.tac
-     AND t.technology = s.technology
+    LEFT JOIN LATERAL (
+        SELECT c.site, c.lon, c.lat, c.range_m
+        FROM tower_cells c
+        WHERE c.mcc = substr(s.operator_code, 1, 3)::integer
+          AND c.mnc = substr(s.operator_code, 4)::integer
+          AND c.cell = s.cell_id
+          AND c.area = s.tac
+          AND c.technology IN (s.technology, CASE WHEN s.technology = 'nr5g' THEN 'lte' END)
+        ORDER BY c.technology = s.technology DESC
+        LIMIT 1
+    ) t ON true
 $$;
 COMMENT ON FUNCTION signal_tower_links(timestamptz, timestamptz) IS
     'per probe, modem and serving cell in the window: readings and the registry site, if known';

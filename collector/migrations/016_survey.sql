@@ -35,7 +35,8 @@ COMMENT ON COLUMN survey_points.service IS
     'serving: the cell the phone used; neighbour: a cell it heard; none: no service there';
 -- A log imported twice (or overlapping logs of one device) stores each point once.
 CREATE UNIQUE INDEX survey_points_identity ON survey_points
-    (device, taken_at, service, operator_code, technology, cell_id, tac, pci, lon, lat)
+    (device, taken_at, service, operator_code, technology, cell_id, tac, pci, lon, lat,
+     rsrp_dbm, rscp_dbm, rssi_dbm)
     NULLS NOT DISTINCT;
 CREATE INDEX survey_points_position ON survey_points USING gist (point(lon, lat));
 CREATE INDEX survey_points_taken_at ON survey_points (taken_at);
