@@ -7,14 +7,18 @@ import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from coverwatch.errors import ConfigError
 from coverwatch.settings import DATABASE_URL_ENV, database_url
-from geo import database, registry, report, thresholds
+from geo import claims, database, registry, report, survey, thresholds, towers
 from geo.cache import DEFAULT_CACHE_S
 from geo.coverage import TimeWindow
+from geo.operators import operator_label
 from geo.params import parse_window
 from geo.status import DEFAULT_RADIUS_M
+
+MAX_PROBLEMS_SHOWN = 200  # a world registry can hold millions of bad rows
 
 
 def register(commands: Any) -> None:
@@ -48,6 +52,8 @@ def register(commands: Any) -> None:
     )
     imp.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
     imp.set_defaults(handler=_import)
+
+    _register_evidence(commands)
 
     rep = commands.add_parser("report", help="coverage reports")
     rep_commands = rep.add_subparsers(dest="report_command", metavar="REPORT", required=True)
@@ -123,6 +129,234 @@ def register(commands: Any) -> None:
     _tile_options(srv)
     srv.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
     srv.set_defaults(handler=_serve)
+
+
+def _register_evidence(commands: Any) -> None:
+    """``towers`` and ``claims``: evidence that is not a measurement."""
+    towers_parser = commands.add_parser("towers", help="tower registry (OpenCelliD / MLS cells)")
+    towers_commands = towers_parser.add_subparsers(
+        dest="towers_command", metavar="ACTION", required=True
+    )
+    imp = towers_commands.add_parser(
+        "import",
+        help="import cells from an OpenCelliD or MLS CSV export (.csv or .csv.gz)",
+        description="Columns radio,mcc,net,area,cell,unit,lon,lat,range,samples,changeable,"
+        "created,updated,averageSignal (the header line is optional, as in OpenCelliD's "
+        "country files). Valid rows are stored (re-import updates in place); each invalid "
+        "row is reported with its line. Exit status 1 when any row was rejected.",
+    )
+    imp.add_argument("file", type=Path, help="e.g. 452.csv.gz from OpenCelliD")
+    imp.add_argument(
+        "--mcc",
+        type=_mcc,
+        default=towers.VIETNAM_MCC,
+        help=f"keep this country's cells, skip others ({towers.VIETNAM_MCC}; 'any' keeps all)",
+    )
+    imp.add_argument(
+        "--allow-outside-vietnam",
+        action="store_true",
+        help="accept positions outside lon 102-110, lat 8-24 with a warning (default: reject)",
+    )
+    imp.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
+    imp.set_defaults(handler=_towers_import)
+    links = towers_commands.add_parser(
+        "links",
+        help="which registry cell served each probe, and how far it is",
+        description="Per probe and modem, the serving cells its readings named in the window, "
+        "the registry site of each (or 'not in registry') and its distance from the probe.",
+    )
+    when = links.add_mutually_exclusive_group()
+    when.add_argument("--since", help="start of the window, ISO 8601 (e.g. 2026-11-01)")
+    when.add_argument("--window", default="30d", help="window up to now: 12h, 30d, 4w (30d)")
+    links.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
+    links.set_defaults(handler=_towers_links)
+
+    survey_parser = commands.add_parser(
+        "survey", help="walk/drive-test logs from field teams (survey evidence)"
+    )
+    survey_commands = survey_parser.add_subparsers(
+        dest="survey_command", metavar="ACTION", required=True
+    )
+    simp = survey_commands.add_parser(
+        "import",
+        help="import a survey log: Tower Collector CSV export or coverwatch survey CSV",
+        description="The format is told by the header. Valid rows are stored as survey points "
+        "(apart from probe readings; a log imported again stores nothing twice); each invalid "
+        "row is reported with its line. Exit status 1 when any row was rejected. Columns of "
+        "the coverwatch survey CSV: see geo/README.md.",
+    )
+    simp.add_argument("file", type=Path, help="a .csv file")
+    simp.add_argument(
+        "--timezone",
+        default=survey.LOCAL_TIMEZONE,
+        help=f"for times without an offset ({survey.LOCAL_TIMEZONE})",
+    )
+    simp.add_argument(
+        "--allow-outside-vietnam",
+        action="store_true",
+        help="accept positions outside lon 102-110, lat 8-24 with a warning (default: reject)",
+    )
+    simp.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
+    simp.set_defaults(handler=_survey_import)
+    slist = survey_commands.add_parser("list", help="the surveys imported, per log")
+    slist.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
+    slist.set_defaults(handler=_survey_list)
+
+    claims_parser = commands.add_parser(
+        "claims", help="operators' claimed coverage (service-area GeoJSON)"
+    )
+    claims_commands = claims_parser.add_subparsers(
+        dest="claims_command", metavar="ACTION", required=True
+    )
+    cimp = claims_commands.add_parser(
+        "import",
+        help="import an operator's claimed service areas (GeoJSON polygons)",
+        description="Each Polygon/MultiPolygon feature is a claimed area; its operator and "
+        "technology come from its properties or from --operator/--technology. Re-importing "
+        "a file (same name) replaces what it imported before. Exit status 1 when any "
+        "feature was rejected.",
+    )
+    cimp.add_argument("file", type=Path, help="a .geojson or .json file")
+    cimp.add_argument("--operator", help="for features without one: Viettel, VinaPhone, 45204…")
+    cimp.add_argument("--technology", help="for features without one: 2G, 3G, 4G or 5G")
+    cimp.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
+    cimp.set_defaults(handler=_claims_import)
+    clist = claims_commands.add_parser("list", help="what claims are stored, per file")
+    clist.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
+    clist.set_defaults(handler=_claims_list)
+
+
+def _mcc(text: str) -> int | None:
+    if text.strip().lower() in ("any", "all"):
+        return None
+    if not text.strip().isdigit() or not 200 <= int(text) <= 799:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a country code: give an MCC such as 452 (Vietnam), or 'any'"
+        )
+    return int(text)
+
+
+def _towers_import(args: argparse.Namespace) -> int:
+    parsed = towers.read_cells(
+        args.file, mcc=args.mcc, allow_outside_vietnam=args.allow_outside_vietnam
+    )
+    for problem in parsed.problems[:MAX_PROBLEMS_SHOWN]:
+        print(f"{args.file}: {problem}", file=sys.stderr)
+    if parsed.problem_count > MAX_PROBLEMS_SHOWN:
+        print(
+            f"{args.file}: … and {parsed.problem_count - MAX_PROBLEMS_SHOWN} more problems",
+            file=sys.stderr,
+        )
+    with database.connect(database_url(args.database_url)) as connection:
+        stored = towers.store_cells(connection, list(parsed.cells.values()), source=args.file.name)
+    skipped = []
+    if parsed.other_countries:
+        skipped.append(f"{parsed.other_countries} of other countries (--mcc any keeps them)")
+    if parsed.unsupported_radio:
+        skipped.append(f"{parsed.unsupported_radio} CDMA")
+    print(
+        f"imported {stored.inserted + stored.updated} cells ({stored.inserted} new, "
+        f"{stored.updated} updated), rejected {parsed.rejected}"
+        + (f", skipped {' and '.join(skipped)}" if skipped else "")
+    )
+    return 1 if parsed.rejected else 0
+
+
+def _towers_links(args: argparse.Namespace) -> int:
+    window = parse_window(args.since, None if args.since else args.window)
+    with database.connect(database_url(args.database_url)) as connection:
+        links = towers.tower_links(connection, window)
+    if not links:
+        print("(no signal readings named a serving cell in this window)")
+        return 0
+    print(
+        f"{'probe':<20}{'modem':<10}{'network':<8}{'tech':<6}{'tac':>7}{'cell':>12}"
+        f"{'readings':>9}  {'site':<26}{'km':>6}"
+    )
+    unknown = 0
+    for link in links:
+        if link.site is None:
+            unknown += 1
+        site = link.site or "not in registry"
+        distance = f"{link.distance_m / 1000:6.1f}" if link.distance_m is not None else "     -"
+        flag = (
+            "  beyond its range: check the registry or the probe's position"
+            if (link.beyond_range)
+            else ""
+        )
+        print(
+            f"{link.probe_id:<20}{link.modem or '-':<10}{link.operator_code:<8}"
+            f"{link.technology or '-':<6}{link.tac if link.tac is not None else '-':>7}"
+            f"{link.cell_id:>12}{link.readings:>9}  {site:<26}{distance}{flag}"
+        )
+    print(f"{len(links)} serving cells, {unknown} not in the tower registry")
+    return 0
+
+
+def _survey_import(args: argparse.Namespace) -> int:
+    parsed = survey.read_survey(
+        args.file, timezone=args.timezone, allow_outside_vietnam=args.allow_outside_vietnam
+    )
+    for problem in parsed.problems[:MAX_PROBLEMS_SHOWN]:
+        print(f"{args.file}: {problem}", file=sys.stderr)
+    if len(parsed.problems) > MAX_PROBLEMS_SHOWN:
+        print(
+            f"{args.file}: … and {len(parsed.problems) - MAX_PROBLEMS_SHOWN} more problems",
+            file=sys.stderr,
+        )
+    with database.connect(database_url(args.database_url)) as connection:
+        stored = survey.store_survey(connection, parsed, survey=args.file.name)
+    kind = "Tower Collector" if parsed.source_format == "towercollector" else "coverwatch survey"
+    print(
+        f"imported {stored.stored} survey points from a {kind} log ({stored.already} already "
+        f"imported), rejected {parsed.rejected}"
+        + (f", skipped {parsed.skipped} CDMA/TD-SCDMA" if parsed.skipped else "")
+    )
+    return 1 if parsed.rejected else 0
+
+
+def _survey_list(args: argparse.Namespace) -> int:
+    with database.connect(database_url(args.database_url)) as connection:
+        summaries = survey.list_surveys(connection)
+    zone = ZoneInfo(survey.LOCAL_TIMEZONE)
+    if not summaries:
+        print("(no surveys imported; `coverwatch survey import FILE` adds one)")
+        return 0
+    for summary in summaries:
+        print(
+            f"{summary.survey}  ({summary.source_format}): {summary.points} points, "
+            f"{summary.no_service} without service, {summary.first.astimezone(zone):%Y-%m-%d %H:%M}"
+            f" to {summary.last.astimezone(zone):%Y-%m-%d %H:%M} ({survey.LOCAL_TIMEZONE})"
+        )
+    return 0
+
+
+def _claims_import(args: argparse.Namespace) -> int:
+    parsed = claims.read_claims(args.file, operator=args.operator, technology=args.technology)
+    for problem in parsed.problems:
+        print(f"{args.file}: {problem}", file=sys.stderr)
+    with database.connect(database_url(args.database_url)) as connection:
+        stored = claims.store_claims(connection, parsed.claims, source=args.file.name)
+    print(
+        f"imported {stored.stored} claimed areas (replacing {stored.replaced} from an earlier "
+        f"import of {args.file.name}), rejected {parsed.rejected}"
+    )
+    return 1 if parsed.rejected else 0
+
+
+def _claims_list(args: argparse.Namespace) -> int:
+    with database.connect(database_url(args.database_url)) as connection:
+        summaries = claims.list_claims(connection)
+    if not summaries:
+        print("(no claims imported; `coverwatch claims import FILE` adds them)")
+        return 0
+    for summary in summaries:
+        print(
+            f"{operator_label(summary.operator_code):<14}{summary.technology:<6}"
+            f"{summary.areas:>5} areas  {summary.source}  "
+            f"(imported {summary.imported_at:%Y-%m-%d %H:%M %Z})"
+        )
+    return 0
 
 
 def _cache_seconds(text: str) -> float:

@@ -38,14 +38,14 @@ import shapely
 from branca.element import Element, Figure, MacroElement
 from jinja2 import Template
 
-from geo import assets
+from geo import assets, survey
 from geo.analysis import analyse
 from geo.coverage import OperatorCoverage, ProbeCoverage, TimeWindow
 from geo.deadzones import DeadZones, probe_dead_zones
 from geo.operators import operator_label
 from geo.probes import PROBE_STATES, Outage, ProbeHealth, power_outages, probe_health
 from geo.status import DEFAULT_RADIUS_M, VillageStatus
-from geo.thresholds import COVERAGE_CLASSES
+from geo.thresholds import COVERAGE_CLASSES, load_thresholds
 
 COORD_DECIMALS: Final = 5  # ~1 m
 SIMPLIFY_DEG: Final = 1e-4  # ~10 m: polygon vertices closer than that are dropped
@@ -72,6 +72,7 @@ class MapData:
     boundaries: Sequence[Boundary]
     zones: DeadZones | None
     area: str  # what the zones are clipped to
+    surveys: Sequence[survey.MapPoint] = ()
     generated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -149,6 +150,18 @@ def collect(
     zones = None
     if area_shape is not None:
         zones = probe_dead_zones(probes, area_shape, radius_m=radius_m)
+    # Survey points of a province's map: those within its area's bounding box.
+    box: tuple[float, float, float, float] | None = None
+    if province is not None and area_shape is not None:
+        min_lon, min_lat, max_lon, max_lat = shapely.bounds(area_shape).tolist()
+        box = (min_lon, min_lat, max_lon, max_lat)
+    survey_points = (
+        []  # a province with neither villages nor boundary: nowhere to show them
+        if province is not None and box is None
+        else survey.map_points(
+            connection, window.start, window.end, load_thresholds(connection), bounds=box
+        )
+    )
     return MapData(
         window=window,
         radius_m=radius_m,
@@ -159,6 +172,7 @@ def collect(
         boundaries=boundaries,
         zones=zones,
         area=area,
+        surveys=survey_points,
     )
 
 
@@ -300,6 +314,22 @@ def payload(data: MapData) -> dict[str, Any]:
                 {"type": "Feature", "properties": {"l": b.level, "n": b.name}, "geometry": geometry}
             )
 
+    survey_ops = sorted({p.operator_code or "" for p in data.surveys})
+    surveys = [
+        [
+            round(p.lat, COORD_DECIMALS),
+            round(p.lon, COORD_DECIMALS),
+            _iso(p.taken_at),
+            survey_ops.index(p.operator_code or ""),
+            p.technology,
+            cls_index[p.signal_class] if p.service != "none" else cls_index["none"],
+            _round(p.signal_dbm, 0),
+            _round(p.accuracy_m, 0),
+            1 if p.service == "none" else 0,
+        ]
+        for p in data.surveys
+    ]
+
     return {
         "meta": {
             "since": _iso(data.window.start),
@@ -317,6 +347,8 @@ def payload(data: MapData) -> dict[str, Any]:
         "probes": probes,
         "zones": zones,
         "boundaries": boundaries,
+        "survey_ops": [operator_label(code) if code else "?" for code in survey_ops],
+        "survey": surveys,
     }
 
 

@@ -24,7 +24,6 @@ import io
 import json
 import math
 import re
-import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from psycopg.types.json import Jsonb
 
 from coverwatch.errors import CoverwatchError
 from geo.params import text_allowed, text_problem
+from geo.text import clean_text, normalise_key
 
 GridPower: TypeAlias = Literal["yes", "no", "unknown"]
 BoundaryLevel: TypeAlias = Literal["province", "district", "commune"]
@@ -44,7 +44,7 @@ Severity: TypeAlias = Literal["error", "warning"]
 
 VIETNAM_BBOX: Final = (102.0, 8.0, 110.0, 24.0)  # min lon, min lat, max lon, max lat
 
-# Canonical field → accepted spellings after normalisation (see _normalise_key).
+# Canonical field → accepted spellings after normalisation (see normalise_key).
 ALIASES: Final[dict[str, tuple[str, ...]]] = {
     "name": ("name", "village", "village_name", "ten", "ten_thon", "thon", "ban", "thon_ban"),
     "commune": ("commune", "commune_name", "xa", "ten_xa", "ward", "phuong"),
@@ -131,7 +131,7 @@ class Parsed:
         return [p for p in self.problems if p.severity == "error"]
 
 
-class _RowError(Exception):
+class RowError(Exception):
     def __init__(self, field_name: str | None, message: str) -> None:
         super().__init__(message)
         self.field = field_name
@@ -141,32 +141,18 @@ class _RowError(Exception):
 # ------------------------------------------------------------------------ normalising
 
 
-def _normalise_key(key: str) -> str:
-    """``"Dân số"`` → ``"dan_so"``: no accents, lower case, words joined by ``_``."""
-    text = unicodedata.normalize("NFKD", key.replace("đ", "d").replace("Đ", "D"))
-    text = "".join(c for c in text if not unicodedata.combining(c)).lower()
-    return re.sub(r"[^a-z0-9]+", "_", text).strip("_")
-
-
-def _clean_text(value: Any) -> str:
-    if value is None:
-        return ""
-    text = unicodedata.normalize("NFC", str(value))
-    return " ".join(text.split())
-
-
-def _text_field(value: Any, field_name: str) -> str:
+def text_field(value: Any, field_name: str) -> str:
     """A name as it is stored: clean text of at most MAX_TEXT_CHARS, no control characters.
 
     PostgreSQL text cannot hold NUL, and the four names of a village must fit in one
     entry of the unique index on them.
     """
-    text = _clean_text(value)
+    text = clean_text(value)
     if not text:
         return text
     problem = text_problem(text)
     if problem is not None:
-        raise _RowError(field_name, f"{problem}; allowed: {text_allowed()}")
+        raise RowError(field_name, f"{problem}; allowed: {text_allowed()}")
     return text
 
 
@@ -175,7 +161,7 @@ def _canonical_fields(
 ) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for key, value in properties.items():
-        canonical = _FIELD_OF.get(_normalise_key(str(key)))
+        canonical = _FIELD_OF.get(normalise_key(str(key)))
         if canonical is None:
             if warn_unknown:
                 problems.append(Problem(where, f"column {key!r} is not used", "warning"))
@@ -186,21 +172,21 @@ def _canonical_fields(
 
 def _number(value: Any, field_name: str) -> float:
     if isinstance(value, bool):
-        raise _RowError(field_name, f"expected a number, got {value!r}")
+        raise RowError(field_name, f"expected a number, got {value!r}")
     if isinstance(value, int | float):
         number = float(value)
     else:
-        text = _clean_text(value)
+        text = clean_text(value)
         if not text:
-            raise _RowError(field_name, "is missing")
+            raise RowError(field_name, "is missing")
         if "," in text and "." not in text:
             text = text.replace(",", ".")  # decimal comma, as Vietnamese spreadsheets write
         try:
             number = float(text)
         except ValueError:
-            raise _RowError(field_name, f"expected a number, got {text!r}") from None
+            raise RowError(field_name, f"expected a number, got {text!r}") from None
     if not math.isfinite(number):
-        raise _RowError(field_name, f"expected a finite number, got {value!r}")
+        raise RowError(field_name, f"expected a finite number, got {value!r}")
     return number
 
 
@@ -209,69 +195,69 @@ def _count(value: Any, field_name: str) -> int | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, bool):
-        raise _RowError(field_name, f"expected a whole number, got {value!r}")
+        raise RowError(field_name, f"expected a whole number, got {value!r}")
     if isinstance(value, int):
         number: float = value
     elif isinstance(value, float):
         number = value
     else:
-        text = re.sub(r"[\s_,.](?=\d{3}(?:\D|$))", "", _clean_text(value))
+        text = re.sub(r"[\s_,.](?=\d{3}(?:\D|$))", "", clean_text(value))
         try:
             number = float(text)
         except ValueError:
-            raise _RowError(
-                field_name, f"expected a whole number, got {_clean_text(value)!r}"
+            raise RowError(
+                field_name, f"expected a whole number, got {clean_text(value)!r}"
             ) from None
     if not math.isfinite(number) or number != int(number) or number < 0:
-        raise _RowError(field_name, f"expected a whole number ≥ 0, got {value!r}")
+        raise RowError(field_name, f"expected a whole number ≥ 0, got {value!r}")
     if number > 2**31 - 1:
-        raise _RowError(field_name, f"{value!r} is too large")
+        raise RowError(field_name, f"{value!r} is too large")
     return int(number)
 
 
 def _grid_power(value: Any) -> GridPower:
-    key = _normalise_key(str(value)) if value is not None and not isinstance(value, bool) else ""
+    key = normalise_key(str(value)) if value is not None and not isinstance(value, bool) else ""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if key in _GRID_POWER:
         return _GRID_POWER[key]
-    raise _RowError("grid_power", f"expected yes, no or unknown, got {_clean_text(value)!r}")
+    raise RowError("grid_power", f"expected yes, no or unknown, got {clean_text(value)!r}")
 
 
-def _check_position(
+def check_position(
     lon: float, lat: float, where: str, problems: list[Problem], *, allow_outside: bool
 ) -> None:
     if not -180 <= lon <= 180:
-        raise _RowError("lon", f"{lon} is not between -180 and 180")
+        raise RowError("lon", f"{lon} is not between -180 and 180")
     if not -90 <= lat <= 90:
-        hint = " (lon and lat swapped?)" if _in_vietnam(lat, lon) else ""
-        raise _RowError("lat", f"{lat} is not between -90 and 90{hint}")
-    if _in_vietnam(lon, lat):
+        hint = " (lon and lat swapped?)" if in_vietnam(lat, lon) else ""
+        raise RowError("lat", f"{lat} is not between -90 and 90{hint}")
+    if in_vietnam(lon, lat):
         return
     message = f"({lon}, {lat}) is outside Vietnam (lon 102-110, lat 8-24)"
-    if _in_vietnam(lat, lon):
+    if in_vietnam(lat, lon):
         message += "; lon and lat look swapped"
     if not allow_outside:
-        raise _RowError("lon/lat", message)
+        raise RowError("lon/lat", message)
     problems.append(Problem(where, message, "warning", "lon/lat"))
 
 
-def _in_vietnam(lon: float, lat: float) -> bool:
+def in_vietnam(lon: float, lat: float) -> bool:
     min_lon, min_lat, max_lon, max_lat = VIETNAM_BBOX
     return min_lon <= lon <= max_lon and min_lat <= lat <= max_lat
 
 
-def _polygon(geometry: Mapping[str, Any], where: str, problems: list[Problem]) -> Any:
-    """A valid shapely (Multi)Polygon from a GeoJSON geometry, or a _RowError."""
+def polygon_of(geometry: Mapping[str, Any], where: str, problems: list[Problem]) -> Any:
+    """A valid shapely (Multi)Polygon from a GeoJSON geometry, or a RowError."""
     kind = geometry.get("type")
     if kind not in ("Polygon", "MultiPolygon"):
-        raise _RowError("geometry", f"expected Polygon or MultiPolygon, got {kind!r}")
+        raise RowError("geometry", f"expected Polygon or MultiPolygon, got {kind!r}")
     try:
         shape = shapely.from_geojson(json.dumps(geometry))
     except (shapely.errors.GEOSException, ValueError, TypeError) as error:
-        raise _RowError("geometry", f"unreadable {kind}: {error}") from None
+        raise RowError("geometry", f"unreadable {kind}: {error}") from None
     if shape.is_empty:
-        raise _RowError("geometry", f"empty {kind}")
+        raise RowError("geometry", f"empty {kind}")
     if not shape.is_valid:
         reason = shapely.is_valid_reason(shape)
         problems.append(
@@ -283,7 +269,7 @@ def _polygon(geometry: Mapping[str, Any], where: str, problems: list[Problem]) -
         )
     min_lon, min_lat, max_lon, max_lat = shape.bounds
     if not (-180 <= min_lon <= max_lon <= 180 and -90 <= min_lat <= max_lat <= 90):
-        raise _RowError("geometry", "coordinates out of range (expected lon/lat in degrees)")
+        raise RowError("geometry", "coordinates out of range (expected lon/lat in degrees)")
     return shape
 
 
@@ -299,20 +285,20 @@ def _village_from(
     area: dict[str, Any] | None = None,
     allow_outside: bool = False,
 ) -> VillageRecord:
-    name = _text_field(fields.get("name"), "name")
+    name = text_field(fields.get("name"), "name")
     if not name:
-        raise _RowError("name", "is missing")
+        raise RowError("name", "is missing")
     if position is None or "lon" in fields or "lat" in fields:
         lon = _number(fields.get("lon"), "lon")
         lat = _number(fields.get("lat"), "lat")
     else:
         lon, lat = position
-    _check_position(lon, lat, where, problems, allow_outside=allow_outside)
+    check_position(lon, lat, where, problems, allow_outside=allow_outside)
     return VillageRecord(
         name=name,
-        commune=_text_field(fields.get("commune"), "commune"),
-        district=_text_field(fields.get("district"), "district"),
-        province=_text_field(fields.get("province"), "province"),
+        commune=text_field(fields.get("commune"), "commune"),
+        district=text_field(fields.get("district"), "district"),
+        province=text_field(fields.get("province"), "province"),
         lon=lon,
         lat=lat,
         population=_count(fields.get("population"), "population"),
@@ -329,7 +315,7 @@ def _collect(rows: Iterable[tuple[str, Any]], parsed: Parsed, build: Any, key_of
     for where, row in rows:
         try:
             record = build(where, row)
-        except _RowError as error:
+        except RowError as error:
             parsed.problems.append(Problem(where, error.message, "error", error.field))
             parsed.rejected += 1
             continue
@@ -361,7 +347,7 @@ def parse_villages_csv(text: str, *, allow_outside_vietnam: bool = False) -> Par
         raise CoverwatchError(f"line 1: unreadable CSV: {error}") from None
     if not header:
         raise CoverwatchError("the CSV file is empty (expected a header line first)")
-    header_fields = [_FIELD_OF.get(_normalise_key(column)) for column in header]
+    header_fields = [_FIELD_OF.get(normalise_key(column)) for column in header]
     for column, canonical in zip(header, header_fields, strict=True):
         if canonical is None:
             parsed.problems.append(Problem("line 1", f"column {column!r} is not used", "warning"))
@@ -396,7 +382,7 @@ def parse_villages_csv(text: str, *, allow_outside_vietnam: bool = False) -> Par
     return parsed
 
 
-def _features(data: Any) -> list[Any]:
+def features_of(data: Any) -> list[Any]:
     if isinstance(data, dict) and data.get("type") == "Feature":
         return [data]
     if not isinstance(data, dict) or data.get("type") != "FeatureCollection":
@@ -407,15 +393,15 @@ def _features(data: Any) -> list[Any]:
     return features
 
 
-def _feature_parts(feature: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def feature_parts(feature: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
     if not isinstance(feature, dict) or feature.get("type") != "Feature":
-        raise _RowError(None, "not a GeoJSON Feature")
+        raise RowError(None, "not a GeoJSON Feature")
     properties = feature.get("properties") or {}
     geometry = feature.get("geometry")
     if not isinstance(properties, dict):
-        raise _RowError("properties", "expected an object")
+        raise RowError("properties", "expected an object")
     if geometry is not None and not isinstance(geometry, dict):
-        raise _RowError("geometry", "expected a GeoJSON geometry object")
+        raise RowError("geometry", "expected a GeoJSON geometry object")
     return properties, geometry
 
 
@@ -423,7 +409,7 @@ def parse_villages_geojson(data: Any, *, allow_outside_vietnam: bool = False) ->
     parsed = Parsed()
 
     def build(where: str, feature: Any) -> VillageRecord:
-        properties, geometry = _feature_parts(feature)
+        properties, geometry = feature_parts(feature)
         fields = _canonical_fields(properties, where, parsed.problems, warn_unknown=False)
         position: tuple[float, float] | None = None
         area: dict[str, Any] | None = None
@@ -431,15 +417,15 @@ def parse_villages_geojson(data: Any, *, allow_outside_vietnam: bool = False) ->
         if kind == "Point" and geometry is not None:
             coordinates = geometry.get("coordinates")
             if not isinstance(coordinates, list) or len(coordinates) < 2:
-                raise _RowError("geometry", "a Point needs [lon, lat] coordinates")
+                raise RowError("geometry", "a Point needs [lon, lat] coordinates")
             position = (_number(coordinates[0], "lon"), _number(coordinates[1], "lat"))
         elif kind in ("Polygon", "MultiPolygon") and geometry is not None:
-            shape = _polygon(geometry, where, parsed.problems)
+            shape = polygon_of(geometry, where, parsed.problems)
             inside = shapely.point_on_surface(shape)
             position = (float(inside.x), float(inside.y))
             area = json.loads(shapely.to_geojson(shape))
         elif geometry is not None:
-            raise _RowError("geometry", f"expected Point, Polygon or MultiPolygon, got {kind!r}")
+            raise RowError("geometry", f"expected Point, Polygon or MultiPolygon, got {kind!r}")
         return _village_from(
             fields,
             where,
@@ -449,7 +435,7 @@ def parse_villages_geojson(data: Any, *, allow_outside_vietnam: bool = False) ->
             allow_outside=allow_outside_vietnam,
         )
 
-    rows = ((f"features[{index}]", feature) for index, feature in enumerate(_features(data)))
+    rows = ((f"features[{index}]", feature) for index, feature in enumerate(features_of(data)))
     _collect(rows, parsed, build, lambda record: record.key)
     return parsed
 
@@ -459,24 +445,24 @@ def parse_boundaries_geojson(data: Any, *, level: BoundaryLevel | None = None) -
     parsed = Parsed()
 
     def build(where: str, feature: Any) -> BoundaryRecord:
-        properties, geometry = _feature_parts(feature)
+        properties, geometry = feature_parts(feature)
         fields = _canonical_fields(properties, where, parsed.problems, warn_unknown=False)
-        name = _text_field(fields.get("name"), "name")
+        name = text_field(fields.get("name"), "name")
         if not name:
-            raise _RowError("name", "is missing")
+            raise RowError("name", "is missing")
         raw_level = fields.get("level")
-        found = _LEVELS.get(_normalise_key(str(raw_level))) if raw_level is not None else level
+        found = _LEVELS.get(normalise_key(str(raw_level))) if raw_level is not None else level
         if found is None:
-            raise _RowError(
+            raise RowError(
                 "level",
                 f"expected province, district or commune, got {raw_level!r}"
                 if raw_level is not None
                 else "is missing (give a level property or --level)",
             )
         if geometry is None:
-            raise _RowError("geometry", "is missing")
-        shape = _polygon(geometry, where, parsed.problems)
-        parent = _text_field(
+            raise RowError("geometry", "is missing")
+        shape = polygon_of(geometry, where, parsed.problems)
+        parent = text_field(
             fields.get("parent") or fields.get(_PARENT_FIELD.get(found, "")), "parent"
         )
         bounds = tuple(float(b) for b in shape.bounds)
@@ -489,7 +475,7 @@ def parse_boundaries_geojson(data: Any, *, level: BoundaryLevel | None = None) -
             where=where,
         )
 
-    rows = ((f"features[{index}]", feature) for index, feature in enumerate(_features(data)))
+    rows = ((f"features[{index}]", feature) for index, feature in enumerate(features_of(data)))
     _collect(rows, parsed, build, lambda record: (record.level, record.parent, record.name))
     return parsed
 
@@ -516,6 +502,10 @@ def read_file(
             raise CoverwatchError(
                 f"{path} is not valid JSON: {error.msg} at line {error.lineno}"
             ) from None
+        except ValueError as error:  # e.g. a number of more than 4,300 digits
+            raise CoverwatchError(f"{path} is not valid JSON: {error}") from None
+        except RecursionError:
+            raise CoverwatchError(f"{path} nests too deeply to be GeoJSON") from None
         if boundaries:
             return parse_boundaries_geojson(data, level=level)
         return parse_villages_geojson(data, allow_outside_vietnam=allow_outside_vietnam)

@@ -42,15 +42,18 @@ def add_signal(
     rsrp_dbm: float | None = None,
     rscp_dbm: float | None = None,
     rssi_dbm: float | None = None,
+    cell_id: int | None = None,
+    tac: int | None = None,
+    modem: str | None = None,
 ) -> None:
     """``count`` signal readings every ``step`` from ``start`` (one INSERT … SELECT)."""
     connection.execute(
         """INSERT INTO readings_signal (probe_id, seq, boot_id, taken_at, monotonic_ms,
                                         ntp_synced, registration, technology, operator_code,
-                                        rsrp_dbm, rscp_dbm, rssi_dbm)
+                                        rsrp_dbm, rscp_dbm, rssi_dbm, cell_id, tac, modem)
            SELECT %(probe)s, %(seq0)s + s, %(boot)s, %(start)s + s * %(step)s, s * 1000, true,
                   %(registration)s, %(technology)s, %(operator_code)s,
-                  %(rsrp)s, %(rscp)s, %(rssi)s
+                  %(rsrp)s, %(rscp)s, %(rssi)s, %(cell_id)s, %(tac)s, %(modem)s
            FROM generate_series(0, %(count)s - 1) AS s""",
         {
             "probe": probe_id,
@@ -65,6 +68,9 @@ def add_signal(
             "rsrp": rsrp_dbm,
             "rscp": rscp_dbm,
             "rssi": rssi_dbm,
+            "cell_id": cell_id,
+            "tac": tac,
+            "modem": modem,
         },
     )
     # Written past the collector: mark the hours for the rollups, as a bulk load must.

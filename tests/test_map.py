@@ -45,6 +45,23 @@ def seed_map(c: psycopg.Connection[Any], *, grid: int = 0) -> None:
         )
 
 
+def add_survey_points(c: psycopg.Connection[Any]) -> None:
+    """A walk test near cb-poor: service, weak service, and a spot without any."""
+    c.execute(
+        """INSERT INTO survey_points (survey, source_format, taken_at, lon, lat, accuracy_m,
+                                      service, operator_code, technology, rsrp_dbm)
+           VALUES ('walk.csv', 'coverwatch', %(t)s, 106.42, 22.72, 5, 'serving', '45204',
+                   'lte', -92),
+                  ('walk.csv', 'coverwatch', %(t)s + interval '1 min', 106.43, 22.72, 5,
+                   'serving', '45204', 'lte', -112),
+                  ('walk.csv', 'coverwatch', %(t)s + interval '2 min', 106.44, 22.72, 5,
+                   'none', '45204', NULL, NULL),
+                  ('walk.csv', 'coverwatch', %(t)s + interval '3 min', 106.44, 22.72, 5,
+                   'neighbour', '45204', 'lte', -110)""",
+        {"t": WINDOW.start + timedelta(hours=1)},
+    )
+
+
 @pytest.fixture
 def seeded_url(database_url: str) -> str:
     schema.upgrade(database_url)
@@ -64,6 +81,23 @@ def embedded_payload(page: str) -> dict[str, Any]:
     assert match, "the page does not hand a payload to coverwatchMap()"
     payload: dict[str, Any] = json.loads(match[1].replace("<\\/", "</"))
     return payload
+
+
+def test_survey_points_are_on_the_map_apart_and_classed(seeded_url: str) -> None:
+    with psycopg.connect(seeded_url) as connection:
+        add_survey_points(connection)
+        connection.commit()
+        page = maps.render(maps.collect(connection, WINDOW))
+    payload = embedded_payload(page)
+    assert payload["survey_ops"] == ["Viettel"]
+    # Neighbour cells heard are not service: not drawn. Classes by the same thresholds.
+    assert [(row[5], row[6], row[8]) for row in payload["survey"]] == [
+        (payload["classes"].index("good"), -92, 0),
+        (payload["classes"].index("poor"), -112, 0),
+        (payload["classes"].index("none"), None, 1),
+    ]
+    # Never mixed into the villages or probes.
+    assert all(len(v[9]) <= 3 for v in payload["villages"])
 
 
 def test_standalone_map_needs_no_internet(data: maps.MapData) -> None:
@@ -216,6 +250,7 @@ def test_map_renders_in_headless_chromium(database_url: str, tmp_path: Path) -> 
     schema.upgrade(database_url)
     with psycopg.connect(database_url) as connection:
         seed_map(connection, grid=60)
+        add_survey_points(connection)
     handle = web.serve_in_thread(web.create_app(database_url), "127.0.0.1", 0)
     try:
         url = f"{handle.url}/map"
@@ -242,6 +277,9 @@ def test_map_renders_in_headless_chromium(database_url: str, tmp_path: Path) -> 
     for state in ("online", "offline", "stale", "unknown"):
         assert f"cw-probe-{state}" in html
     assert "cw-outage" in html
+    # Survey points: a layer of their own, drawn apart from villages and probes.
+    assert "Survey points (walk tests)" in html
+    assert html.count("cw-survey") >= 3
     # A real picture: a PNG of the page size with more than a blank page's bytes.
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"

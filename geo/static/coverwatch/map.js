@@ -13,6 +13,9 @@
  *              outages, outage h, last outage start, last outage end, village]
  *   zones     GeoJSON features {state: covered|dead|unmeasured, km2}
  *   boundaries GeoJSON features {l: level, n: name}
+ *   survey_ops operator names of survey points
+ *   survey    [lat, lon, time, survey op, technology, class, signal dBm, accuracy m,
+ *              no service (1/0)]: walk/drive-test points, evidence apart from probes
  */
 (function () {
   "use strict";
@@ -146,6 +149,31 @@
     });
     probes.addTo(map);
     control.addOverlay(probes, "Probes (status)");
+
+    // ------------------------------------------------------------------ survey points
+    // Measured by a survey (a phone walked or driven there), never by a probe: drawn as
+    // small diamonds apart from the villages' circles, with their own popup.
+    if (d.survey && d.survey.length) {
+      var surveyLayer = L.featureGroup();
+      d.survey.forEach(function (s) {
+        var cls = classes[s[5]];
+        var marker = L.marker([s[0], s[1]], {
+          icon: L.divIcon({ className: "cw-survey cw-" + cls, iconSize: [9, 9] }),
+          title: "survey point (" + LABELS[cls] + ")"
+        });
+        marker.bindPopup(function () {
+          return "<b>survey point</b> (walk/drive test, not a probe)<table>" +
+            row(["time", esc(s[2])], "td") +
+            row(["operator", esc(d.survey_ops[s[3]]) + (s[4] ? " " + esc(s[4]) : "")], "td") +
+            row(["service", s[8] ? "none: no service here" : swatch(cls) + LABELS[cls]], "td") +
+            row(["signal", num(s[6], 0, " dBm")], "td") +
+            row(["GPS accuracy", num(s[7], 0, " m")], "td") + "</table>";
+        });
+        surveyLayer.addLayer(marker);
+      });
+      surveyLayer.addTo(map);
+      control.addOverlay(surveyLayer, "Survey points (walk tests)");
+    }
     outages.addTo(map);
     control.addOverlay(outages, "Power outages");
 
@@ -267,6 +295,9 @@
       d.states.forEach(function (state) {
         html += '<i class="cw-probe cw-probe-' + state + ' cw-inline"></i>' + state + " ";
       });
+      if (d.survey && d.survey.length) {
+        html += '<br><i class="cw-survey cw-fair cw-inline"></i> survey point (walk test)';
+      }
       html += '<br><span class="cw-outage cw-inline">⚡</span> power outage in window<br>' +
         '<span class="cw-meta">readings ' + esc(m.since) + " – " + esc(m.until) +
         "<br>" + d.villages.length + " villages, " + d.probes.length + " probes" +
