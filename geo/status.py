@@ -109,6 +109,11 @@ class NearbyProbes(Sequence[NearbyProbe]):
     def __len__(self) -> int:
         return len(self._ids)
 
+    @property
+    def probe_ids(self) -> Sequence[str]:
+        """The probes' ids alone, nearest first, without building a NearbyProbe each."""
+        return self._ids
+
     @overload
     def __getitem__(self, index: int) -> NearbyProbe: ...
 
@@ -133,6 +138,9 @@ class NearbyProbes(Sequence[NearbyProbe]):
 
     def __repr__(self) -> str:
         return f"NearbyProbes({list(self)!r})"
+
+
+NO_NEARBY_PROBES: Final = NearbyProbes((), (), ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,9 +269,9 @@ def village_status(
             )
         )
     nearest_id, nearest_m = _nearest_probes(villages, probes)
-    heard = heard_operators(
-        connection, (p.probe_id for near in nearby_of.values() for p in near), window
-    )
+    # What any probe's scans heard: a village looks up only its nearby probes in it (and
+    # listing the 2,000 probes is cheaper than walking the 140,000 village-probe pairs).
+    heard = heard_operators(connection, (p.probe_id for p in probes), window)
     evidence_of: dict[int, tuple[ScanEvidence, ...]] = {}
     if heard:  # most fleets scan rarely or never: skip 10,000 empty look-ups then
         for village_id, near in nearby_of.items():
@@ -275,7 +283,7 @@ def village_status(
     return [
         VillageStatus(
             village,
-            nearby_of.get(village.village_id, ()),
+            nearby_of.get(village.village_id, NO_NEARBY_PROBES),
             operators_of.get(village.village_id, ()),
             nearest_id[i],
             nearest_m[i],
