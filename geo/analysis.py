@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 
 from geo.coverage import ProbeCoverage, TimeWindow, by_probe, probe_coverage
+from geo.gcpause import gc_paused
 from geo.registry import Village, load_villages
 from geo.status import (
     DEFAULT_MIN_DISTANCE_M,
@@ -46,9 +47,10 @@ def analyse(
     province: str | None = None,
 ) -> Analysis:
     refresh_nearby(connection, radius_m=radius_m, min_distance_m=min_distance_m)
-    probes = probe_coverage(connection, window)
-    villages = load_villages(connection, province=province)
-    statuses = village_status(
-        connection, villages, probes, window, radius_m=radius_m, min_distance_m=min_distance_m
-    )
-    return Analysis(window, radius_m, province, probes, villages, statuses, by_probe(probes))
+    with gc_paused():
+        probes = probe_coverage(connection, window)
+        villages = load_villages(connection, province=province)
+        statuses = village_status(
+            connection, villages, probes, window, radius_m=radius_m, min_distance_m=min_distance_m
+        )
+        return Analysis(window, radius_m, province, probes, villages, statuses, by_probe(probes))

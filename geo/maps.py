@@ -24,6 +24,7 @@ instead of one folium object (and one popup document) per marker.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ from geo import assets, survey
 from geo.analysis import analyse
 from geo.coverage import OperatorCoverage, ProbeCoverage, TimeWindow
 from geo.deadzones import DeadZones, probe_dead_zones
+from geo.gcpause import gc_paused
 from geo.operators import operator_label
 from geo.probes import PROBE_STATES, Outage, ProbeHealth, power_outages, probe_health
 from geo.status import DEFAULT_RADIUS_M, NearbyProbes, VillageStatus
@@ -406,7 +408,35 @@ def render(
     tiles_attribution: str | None = None,
     title: str = "coverwatch coverage map",
 ) -> str:
-    """The map page. ``static_url`` (e.g. ``/static``) links the assets; None inlines them."""
+    """The map page. ``static_url`` (e.g. ``/static``) links the assets; None inlines them.
+
+    The page around the data (folium's map, the layer control, the assets) depends only
+    on these options: it is built once and the data's JSON and bounds are put into it.
+    """
+    with gc_paused():
+        document = to_json(payload(data))
+    bounds = _bounds(data)
+    shell = _shell(static_url, tiles, tiles_attribution, title, bounds is not None)
+    if bounds is not None:
+        shell = shell.replace(_BOUNDS_MARK, json.dumps(bounds), 1)
+    return shell.replace(_PAYLOAD_MARK, document, 1)
+
+
+# Stand-ins for the data in the cached page: a payload no JSON document can be mistaken
+# for, and bounds no map has (both latitudes below the south pole's).
+_PAYLOAD_MARK: Final = "__coverwatch_payload__"
+_BOUNDS_STAND_IN: Final = [[-91.25, -181.5], [-91.75, -182.5]]
+_BOUNDS_MARK: Final = json.dumps(_BOUNDS_STAND_IN)
+
+
+@functools.lru_cache(maxsize=16)
+def _shell(
+    static_url: str | None,
+    tiles: str | None,
+    tiles_attribution: str | None,
+    title: str,
+    has_bounds: bool,
+) -> str:
     figure_map = folium.Map(
         location=[21.5, 105.5], zoom_start=8, tiles=None, control_scale=True, prefer_canvas=False
     )
@@ -417,9 +447,8 @@ def render(
     root = figure_map.get_root()
     assert isinstance(root, Figure)
     root.header.add_child(Element(f"<title>{html.escape(title)}</title>"), name="title")
-    bounds = _bounds(data)
-    if bounds is not None:
-        figure_map.fit_bounds(bounds, padding=(10, 10))
+    if has_bounds:
+        figure_map.fit_bounds(_BOUNDS_STAND_IN, padding=(10, 10))
     if tiles:
         folium.TileLayer(
             tiles=tiles,
@@ -429,8 +458,11 @@ def render(
             control=True,
         ).add_to(figure_map)
     control = folium.LayerControl(collapsed=False).add_to(figure_map)
-    _Layers(figure_map.get_name(), control.get_name(), to_json(payload(data))).add_to(figure_map)
+    _Layers(figure_map.get_name(), control.get_name(), _PAYLOAD_MARK).add_to(figure_map)
     page: str = root.render()
-    if static_url is None:
-        return assets.inline_assets(page)
-    return assets.link_assets(page, static_url)
+    page = (
+        assets.inline_assets(page) if static_url is None else assets.link_assets(page, static_url)
+    )
+    if page.count(_PAYLOAD_MARK) != 1 or page.count(_BOUNDS_MARK) != int(has_bounds):
+        raise AssertionError("folium rendered the map's stand-ins in an unexpected way")
+    return page

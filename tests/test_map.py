@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -11,12 +12,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import folium
 import psycopg
 import pytest
+from branca.element import Element, Figure
 
 from collector import schema
 from coverwatch.cli import main
-from geo import maps, web
+from geo import assets, maps, web
 from geo.assets import STATIC_DIR, AssetError, check_offline
 from tests.conftest import skip_unless_ci
 from tests.geo_seed import add_boundary, add_probe_status, add_village
@@ -98,6 +101,47 @@ def test_survey_points_are_on_the_map_apart_and_classed(seeded_url: str) -> None
     ]
     # Never mixed into the villages or probes.
     assert all(len(v[9]) <= 3 for v in payload["villages"])
+
+
+def test_the_cached_page_is_the_page_built_whole(data: maps.MapData) -> None:
+    """The page around the data is built once per options; each map is that page with its
+    data and bounds put in, the same as building the page whole (element ids aside)."""
+    maps._shell.cache_clear()
+
+    def built_whole(data: maps.MapData) -> str:
+        figure = folium.Map(
+            location=[21.5, 105.5], zoom_start=8, tiles=None, control_scale=True,
+            prefer_canvas=False,
+        )  # fmt: skip
+        figure.default_js = assets.js_links()
+        figure.default_css = assets.css_links()
+        root = figure.get_root()
+        assert isinstance(root, Figure)
+        root.header.add_child(Element("<title>coverwatch coverage map</title>"), name="title")
+        bounds = maps._bounds(data)
+        if bounds is not None:
+            figure.fit_bounds(bounds, padding=(10, 10))
+        control = folium.LayerControl(collapsed=False).add_to(figure)
+        document = maps.to_json(maps.payload(data))
+        maps._Layers(figure.get_name(), control.get_name(), document).add_to(figure)
+        page: str = assets.inline_assets(root.render())
+        return page
+
+    def without_ids(page: str) -> str:
+        return re.sub(r"_[0-9a-f]{32}(?![0-9a-f])", "_ID", page)
+
+    first = maps.render(data)
+    assert without_ids(first) == without_ids(built_whole(data))
+    # Another province's data in the same cached page: its own payload and bounds.
+    fewer = dataclasses.replace(data, villages=data.villages[:1], boundaries=())
+    second = maps.render(fewer)
+    assert maps._shell.cache_info().hits == 1
+    assert without_ids(second) == without_ids(built_whole(fewer))
+    assert embedded_payload(second)["villages"] == embedded_payload(first)["villages"][:1]
+    # A map without bounds (no village, probe or boundary) has no fitBounds at all.
+    empty = dataclasses.replace(data, villages=(), probes=(), boundaries=(), zones=None)
+    assert "fitBounds" not in maps.render(empty, static_url="/static")  # Leaflet's own aside
+    assert "fitBounds" in maps.render(data, static_url="/static")
 
 
 def test_standalone_map_needs_no_internet(data: maps.MapData) -> None:
