@@ -240,13 +240,7 @@ def _towers_import(args: argparse.Namespace) -> int:
     parsed = towers.read_cells(
         args.file, mcc=args.mcc, allow_outside_vietnam=args.allow_outside_vietnam
     )
-    for problem in parsed.problems[:MAX_PROBLEMS_SHOWN]:
-        print(f"{args.file}: {problem}", file=sys.stderr)
-    if parsed.problem_count > MAX_PROBLEMS_SHOWN:
-        print(
-            f"{args.file}: … and {parsed.problem_count - MAX_PROBLEMS_SHOWN} more problems",
-            file=sys.stderr,
-        )
+    _print_problems(args.file, parsed.problems, parsed.problem_count)
     with database.connect(database_url(args.database_url)) as connection:
         stored = towers.store_cells(connection, list(parsed.cells.values()), source=args.file.name)
     skipped = []
@@ -260,6 +254,14 @@ def _towers_import(args: argparse.Namespace) -> int:
         + (f", skipped {' and '.join(skipped)}" if skipped else "")
     )
     return 1 if parsed.rejected else 0
+
+
+def _print_problems(file: Path, problems: list[registry.Problem], count: int) -> None:
+    """Each problem with its place, at most MAX_PROBLEMS_SHOWN, then how many more."""
+    for problem in problems[:MAX_PROBLEMS_SHOWN]:
+        print(f"{file}: {problem}", file=sys.stderr)
+    if count > MAX_PROBLEMS_SHOWN:
+        print(f"{file}: … and {count - MAX_PROBLEMS_SHOWN} more problems", file=sys.stderr)
 
 
 def _towers_links(args: argparse.Namespace) -> int:
@@ -297,13 +299,7 @@ def _survey_import(args: argparse.Namespace) -> int:
     parsed = survey.read_survey(
         args.file, timezone=args.timezone, allow_outside_vietnam=args.allow_outside_vietnam
     )
-    for problem in parsed.problems[:MAX_PROBLEMS_SHOWN]:
-        print(f"{args.file}: {problem}", file=sys.stderr)
-    if len(parsed.problems) > MAX_PROBLEMS_SHOWN:
-        print(
-            f"{args.file}: … and {len(parsed.problems) - MAX_PROBLEMS_SHOWN} more problems",
-            file=sys.stderr,
-        )
+    _print_problems(args.file, parsed.problems, len(parsed.problems))
     with database.connect(database_url(args.database_url)) as connection:
         stored = survey.store_survey(connection, parsed, survey=args.file.name)
     kind = "Tower Collector" if parsed.source_format == "towercollector" else "coverwatch survey"

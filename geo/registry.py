@@ -333,9 +333,9 @@ def _collect(rows: Iterable[tuple[str, Any]], parsed: Parsed, build: Any, key_of
             parsed.boundaries.append(record)
 
 
-def parse_villages_csv(text: str, *, allow_outside_vietnam: bool = False) -> Parsed:
-    parsed = Parsed()
-    sample = text[:8192]
+def open_csv(text: str, sample: str) -> tuple[Any, list[str]]:
+    """A CSV reader of ``text`` (``,`` ``;`` or tab, sniffed from ``sample``) past its
+    header line, and that header; an empty or unreadable first line is an error."""
     try:
         dialect: Any = csv.Sniffer().sniff(sample, delimiters=",;\t")
     except csv.Error:
@@ -347,6 +347,12 @@ def parse_villages_csv(text: str, *, allow_outside_vietnam: bool = False) -> Par
         raise CoverwatchError(f"line 1: unreadable CSV: {error}") from None
     if not header:
         raise CoverwatchError("the CSV file is empty (expected a header line first)")
+    return reader, header
+
+
+def parse_villages_csv(text: str, *, allow_outside_vietnam: bool = False) -> Parsed:
+    parsed = Parsed()
+    reader, header = open_csv(text, text[:8192])
     header_fields = [_FIELD_OF.get(normalise_key(column)) for column in header]
     for column, canonical in zip(header, header_fields, strict=True):
         if canonical is None:

@@ -35,7 +35,6 @@ from probe readings; importing the same log again stores nothing twice.
 from __future__ import annotations
 
 import csv
-import io
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -359,18 +358,8 @@ def parse_survey(
         raise CoverwatchError(
             f"--timezone {timezone!r} is not a time zone; e.g. Asia/Ho_Chi_Minh or UTC"
         ) from None
-    first_line = text.split("\n", 1)[0]
-    try:
-        dialect: Any = csv.Sniffer().sniff(first_line, delimiters=",;\t")
-    except csv.Error:
-        dialect = csv.excel
-    reader = csv.reader(io.StringIO(text), dialect)
-    try:
-        header = next(reader, None)
-    except csv.Error as error:
-        raise CoverwatchError(f"line 1: unreadable CSV: {error}") from None
-    if not header:
-        raise CoverwatchError("the file is empty (expected a header line first)")
+    # Sniffed from the header alone: a survey's rows hold commas in quoted device names.
+    reader, header = registry.open_csv(text, text.split("\n", 1)[0])
     lowered = [column.strip().lower() for column in header]
     source: SourceFormat
     if tuple(lowered[: len(TOWER_COLLECTOR_HEAD)]) == TOWER_COLLECTOR_HEAD:

@@ -168,7 +168,7 @@ def test_a_windows_1258_spreadsheet_is_read_and_times_follow_the_timezone(
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (b"", "the file is empty"),
+        (b"", "the CSV file is empty"),
         (b"when,where\n1,2\n", "the header has no lat, lon, time column"),
         (b"time,lon,lat\n\x81\x8d\x8f\x90\x9d\n", "neither UTF-8 nor Windows-1258"),
     ],

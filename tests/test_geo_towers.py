@@ -326,3 +326,17 @@ def test_hostile_lines_never_cost_a_good_row(sample: tuple[bytes, set[Any]]) -> 
     assert wanted <= set(parsed.cells)
     for problem in parsed.problems:
         assert len(str(problem)) < 400, "a problem quotes at most a short part of the line"
+
+
+def test_a_file_of_many_bad_rows_shows_the_first_and_counts_the_rest(
+    geo_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "junk.csv"
+    good = "LTE,452,4,12040,31785217,215,106.2551,22.6663,1450,31,1,1459814400,1700000000,0"
+    path.write_text("\n".join([good] + ["LTE,452,4,12040,x,1,106.2,22.6,1,1,1,1,1,0"] * 250))
+    assert main(["towers", "import", str(path)]) == 1
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 201
+    assert lines[-1].endswith("… and 50 more problems")
+    assert out.strip() == "imported 1 cells (1 new, 0 updated), rejected 250"
