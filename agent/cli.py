@@ -25,6 +25,7 @@ import msgspec
 
 from agent import config as probe_config
 from agent.clock import Clock
+from agent.gps import GPSD_PORT
 from agent.outbox import Outbox
 from agent.sectorio import fsync_directory
 from agent.sensors.base import SensorContext, plugin_of
@@ -69,6 +70,35 @@ def build_parser() -> argparse.ArgumentParser:
         "cellular.NAME one); default: every enabled sensor but throughput",
     )
     once.set_defaults(handler=_once)
+
+    survey = with_config(
+        commands.add_parser(
+            "survey",
+            help="walk a village: log every modem's signal with its GPS position (gpsd) to a "
+            "CSV for `coverwatch survey import`",
+            description="Reads every modem of the kit each --interval-s seconds, tags each "
+            "signal reading (with service or without) with the current GPS fix from gpsd and "
+            "appends it to --output in the coverwatch survey format. A round without a fresh "
+            "fix is not written. Stop with Ctrl-C. Nothing is published.",
+        )
+    )
+    survey.add_argument("-o", "--output", type=Path, required=True, help="CSV file to append to")
+    survey.add_argument(
+        "--gpsd", default=f"127.0.0.1:{GPSD_PORT}", help="gpsd's HOST:PORT (127.0.0.1:2947)"
+    )
+    survey.add_argument(
+        "--interval-s", type=_positive_seconds, default=5.0, help="seconds between rounds (5)"
+    )
+    survey.add_argument(
+        "--max-fix-age-s",
+        type=_positive_seconds,
+        default=5.0,
+        help="a fix older than this is no position (5)",
+    )
+    survey.add_argument(
+        "--rounds", type=int, default=0, help="stop after this many rounds (0: until Ctrl-C)"
+    )
+    survey.set_defaults(handler=_survey)
 
     doctor = with_config(
         commands.add_parser("doctor", help="check modem, SIM, signal, broker, clock, disk")
@@ -188,6 +218,83 @@ def _once(args: argparse.Namespace) -> int:
     for reading in readings:
         print(_describe(reading))
     return 1 if any(isinstance(r, protocol.SensorErrorReading) for r in readings) else 0
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds, e.g. 5") from None
+    if not 0.1 <= value <= 3600:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{text} is out of range: give 0.1 to 3600 seconds")
+    return value
+
+
+def _gpsd_address(text: str) -> tuple[str, int]:
+    host, _, port_text = text.rpartition(":") if ":" in text else (text, "", str(GPSD_PORT))
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise CoverwatchError(f"--gpsd {text!r} is not HOST:PORT; e.g. 127.0.0.1:{GPSD_PORT}")
+    return host, int(port_text)
+
+
+def _survey(args: argparse.Namespace) -> int:
+    from agent.gps import GpsWatcher
+    from agent.scheduler import Agent, build_sensors
+    from agent.survey import SurveyLog, survey_round
+
+    config = probe_config.load(args.config)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    host, port = _gpsd_address(args.gpsd)
+    cellular = {
+        name: (probe_config.SensorSchedule(True, schedule.interval_s), settings)
+        for name, (schedule, settings) in config.sensors.items()
+        if plugin_of(name) == "cellular"
+    }
+    if not cellular:
+        raise CoverwatchError(
+            "probe.toml has no cellular sensor to survey with; add a [sensors.cellular] table"
+        )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    watcher = GpsWatcher(host, port).start()
+    log = SurveyLog(args.output).open()
+    rounds = without_fix = 0
+    try:
+        # A throwaway state directory, as `once`: the daemon's state stays untouched.
+        with tempfile.TemporaryDirectory(prefix="coverwatch-survey-") as scratch:
+            sensors = build_sensors(
+                cellular, SensorContext(state_dir=Path(scratch), background_work=False)
+            )
+            outbox = Outbox(Path(scratch) / "outbox.sqlite3")
+            agent = Agent(sensors, clock=Clock(), outbox=outbox)
+            agent.schedule = [s for s in agent.schedule if s.sensor.name != "outbox"]
+            print(f"surveying with {', '.join(sorted(cellular))} into {args.output}; Ctrl-C stops")
+            while not stop.is_set() and (args.rounds <= 0 or rounds < args.rounds):
+                result = survey_round(
+                    agent.take_round,
+                    lambda: watcher.latest(args.max_fix_age_s),
+                    log,
+                    config.probe.id,
+                )
+                rounds += 1
+                without_fix += result.without_fix
+                state = (
+                    f"no GPS position: {watcher.status}"
+                    if result.without_fix
+                    else f"{result.points} point(s)"
+                )
+                print(f"round {rounds}: {state}" + "".join(f"; {e}" for e in result.errors))
+                stop.wait(args.interval_s)
+            outbox.close()
+    finally:
+        watcher.stop()
+        log.close()
+    print(
+        f"wrote {log.points} survey point(s) in {rounds} round(s), {without_fix} without a GPS "
+        f"position, to {args.output}; on the server: coverwatch survey import {args.output}"
+    )
+    return 0 if log.points else 1
 
 
 def _describe(reading: protocol.Reading) -> str:
