@@ -132,13 +132,23 @@ def subscribed(
     client_id: str | None = None,
     clean_session: bool = True,
 ) -> Iterator[Collector]:
-    collector = Collector()
-    client = connect_client(url, client_id=client_id, clean_session=clean_session, inbox=collector)
-    done = threading.Event()
-    client.on_subscribe = lambda *_args: done.set()
-    client.subscribe(topic, qos=1)
-    if not done.wait(10):
-        raise AssertionError(f"subscription to {topic} was not acknowledged")
+    # amqtt (the pure-Python test broker) has been seen leaving a SUBSCRIBE unanswered on
+    # a loaded machine (once in a CI run); a fresh connection gets an answer. Three tries,
+    # each on its own connection, before the test fails.
+    for _attempt in range(3):
+        collector = Collector()
+        client = connect_client(
+            url, client_id=client_id, clean_session=clean_session, inbox=collector
+        )
+        done = threading.Event()
+        client.on_subscribe = lambda *_args, done=done: done.set()
+        result, _mid = client.subscribe(topic, qos=1)
+        if result == mqtt.MQTT_ERR_SUCCESS and done.wait(10):
+            break
+        client.disconnect()
+        client.loop_stop()
+    else:
+        raise AssertionError(f"subscription to {topic} was not acknowledged, three times")
     try:
         yield collector
     finally:
