@@ -14,7 +14,7 @@ from coverwatch.settings import DATABASE_URL_ENV, database_url
 from geo import claims, database, registry, report, survey, thresholds, towers
 from geo.cache import DEFAULT_CACHE_S
 from geo.coverage import TimeWindow
-from geo.operators import operator_label
+from geo.operators import operator_label, parse_operator, parse_technology
 from geo.params import parse_window
 from geo.status import DEFAULT_RADIUS_M
 
@@ -68,6 +68,18 @@ def register(commands: Any) -> None:
     unc.add_argument("--all", action="store_true", help="include villages with full availability")
     unc.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
     unc.set_defaults(handler=_uncovered)
+    evi = rep_commands.add_parser(
+        "evidence",
+        help="every village's verdict and the evidence it rests on (probe, survey, predicted)",
+        description="Measured where a probe stands in the village or a survey passed near "
+        "it; elsewhere predicted from the tower registry (COST-231 Hata calibrated on the "
+        "measurements, plus kriging) with the probability of no service. A prediction is "
+        "always marked as one. See geo/README.md.",
+    )
+    evi.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    _analysis_options(evi, province_help="only villages of this province")
+    evi.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
+    evi.set_defaults(handler=_evidence)
 
     mp = commands.add_parser(
         "map",
@@ -224,6 +236,19 @@ def _register_evidence(commands: Any) -> None:
     clist = claims_commands.add_parser("list", help="what claims are stored, per file")
     clist.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
     clist.set_defaults(handler=_claims_list)
+    ccheck = claims_commands.add_parser(
+        "check",
+        help="villages where an operator's claims and the evidence disagree, by population",
+        description="Claimed as covered but measured (or predicted with p(usable) <= 0.2) "
+        "without service, and measured with service but not claimed; per village with its "
+        "evidence, and per commune.",
+    )
+    ccheck.add_argument("--operator", help="only this operator: Viettel, VinaPhone, 45204…")
+    ccheck.add_argument("--technology", default="4G", help="claims of this technology (4G)")
+    ccheck.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    _analysis_options(ccheck, province_help="only villages of this province")
+    ccheck.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
+    ccheck.set_defaults(handler=_claims_check)
 
 
 def _mcc(text: str) -> int | None:
@@ -352,6 +377,50 @@ def _claims_list(args: argparse.Namespace) -> int:
             f"{summary.areas:>5} areas  {summary.source}  "
             f"(imported {summary.imported_at:%Y-%m-%d %H:%M %Z})"
         )
+    return 0
+
+
+def _evidence(args: argparse.Namespace) -> int:
+    from geo.assessment import assess
+    from geo.evidence_report import render_verdicts
+
+    window = _analysis_values(args)
+    with database.connect(database_url(args.database_url)) as connection:
+        assessment = assess(
+            connection, window, province=args.province, radius_m=args.radius_km * 1000
+        )
+    sys.stdout.write(render_verdicts(assessment.verdicts, args.format))
+    return 0
+
+
+def _claims_check(args: argparse.Namespace) -> int:
+    from geo.assessment import assess
+    from geo.claims_check import compare_claims
+    from geo.evidence_report import render_claim_gaps
+
+    try:
+        operator = parse_operator(args.operator) if args.operator else None
+    except ValueError as error:
+        raise ConfigError("--operator", str(error), "e.g. --operator Viettel or 45204") from None
+    try:
+        technology = parse_technology(args.technology)
+    except ValueError as error:
+        raise ConfigError("--technology", str(error), "e.g. --technology 4G") from None
+    window = _analysis_values(args)
+    with database.connect(database_url(args.database_url)) as connection:
+        if not claims.list_claims(connection):
+            print("(no claims imported; `coverwatch claims import FILE` adds them)")
+            return 0
+        assessment = assess(
+            connection, window, province=args.province, radius_m=args.radius_km * 1000
+        )
+        gaps = compare_claims(
+            connection,
+            assessment.verdicts,
+            technology=technology,
+            operators=None if operator is None else [operator],
+        )
+    sys.stdout.write(render_claim_gaps(gaps, args.format))
     return 0
 
 
