@@ -59,11 +59,14 @@ from coverwatch.errors import ConfigError, CoverwatchError, ServiceError
 from coverwatch.settings import redact_url
 from geo import maps, params, registry, report
 from geo.analysis import analyse
+from geo.assessment import assess
 from geo.assets import STATIC_DIR
 from geo.cache import DEFAULT_CACHE_S, AnswerCache
+from geo.claims_check import by_commune, compare_claims
 from geo.compression import Encoded, accepts_gzip
 from geo.coverage import TimeWindow, by_probe, probe_coverage
 from geo.deadzones import probe_dead_zones
+from geo.evidence import EVIDENCE_KINDS
 from geo.operators import CODE_OF_NAME, OPERATOR_NAMES
 from geo.probes import PROBE_STATES, probe_health
 from geo.status import DEFAULT_RADIUS_M, VillageStatus, refresh_nearby
@@ -397,6 +400,63 @@ DEADZONES_SCHEMA: Final[dict[str, Any]] = {
                 },
             },
         },
+    },
+}
+_OPERATOR_VERDICT: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": ["operator", "evidence", "p_usable", "rsrp_dbm", "sigma_db", "detail"],
+    "properties": {
+        "operator": _STRING,
+        "evidence": {"enum": list(EVIDENCE_KINDS)},
+        "p_usable": _nullable(_NUMBER),
+        "rsrp_dbm": _nullable(_NUMBER),
+        "sigma_db": _nullable(_NUMBER),
+        "detail": _STRING,
+    },
+}
+EVIDENCE_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": ["since", "until", "villages"],
+    "properties": {
+        **_WINDOW_PROPERTIES,
+        "villages": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["village_id", "name", "evidence", "no_service", "p_no_service"],
+                "properties": {
+                    "village_id": _INTEGER,
+                    "name": _STRING,
+                    "evidence": {"enum": list(EVIDENCE_KINDS)},
+                    "no_service": {"type": "boolean"},
+                    "p_no_service": _nullable(_NUMBER),
+                    "operators": {"type": "array", "items": _OPERATOR_VERDICT},
+                },
+            },
+        },
+    },
+}
+CLAIM_GAPS_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": ["since", "until", "villages", "communes"],
+    "properties": {
+        **_WINDOW_PROPERTIES,
+        "villages": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["operator", "direction", "village_id", "name", "evidence"],
+                "properties": {
+                    "operator": _STRING,
+                    "direction": {"enum": ["claimed_not_served", "served_not_claimed"]},
+                    "village_id": _INTEGER,
+                    "name": _STRING,
+                    "population": _nullable(_INTEGER),
+                    "evidence": _OPERATOR_VERDICT,
+                },
+            },
+        },
+        "communes": {"type": "array", "items": {"type": "object"}},
     },
 }
 UNCOVERED_SCHEMA: Final[dict[str, Any]] = {
@@ -932,6 +992,95 @@ def uncovered(
 
 
 @get(
+    "/api/evidence",
+    sync_to_thread=True,
+    tags=["coverage"],
+    operation_class=documented(
+        _reading(
+            _response(
+                "every village's verdict and the evidence it rests on: probe, survey, "
+                "predicted (with its probability) or unknown",
+                _content(EVIDENCE_SCHEMA, MediaType.JSON),
+            )
+        )
+    ),
+)
+def evidence(
+    state: State, province: Province = None, window: Window = "30d", since: Since = None
+) -> dict[str, Any]:
+    """Measured where a probe stands in the village or a survey passed near it; elsewhere
+    predicted from the tower registry, calibrated on the measurements (geo.prediction).
+    Sorted by the probability of no service, highest first."""
+    _text("province", province)
+    span = _window(window, since)
+    with _connection(state) as connection:
+        refresh_nearby(connection)
+        _check_province(connection, province)
+        assessment = assess(connection, span, province=province)
+    ordered = sorted(
+        assessment.verdicts,
+        key=lambda v: (-(v.p_no_service or 0.0), -(v.village.population or 0), v.village.name),
+    )
+    return {
+        "since": span.start.isoformat(),
+        "until": span.end.isoformat(),
+        "villages": [v.to_dict() for v in ordered],
+    }
+
+
+@get(
+    "/api/claims/check",
+    sync_to_thread=True,
+    tags=["coverage"],
+    operation_class=documented(
+        _reading(
+            _response(
+                "villages where an operator's claimed 4G area and the evidence disagree",
+                _content(CLAIM_GAPS_SCHEMA, MediaType.JSON),
+            )
+        )
+    ),
+)
+def claims_check(
+    state: State,
+    operator: Operator = None,
+    province: Province = None,
+    window: Window = "30d",
+    since: Since = None,
+) -> dict[str, Any]:
+    """Claimed as covered where the evidence finds no service, and served where nothing
+    is claimed; per village (largest population first) and per commune."""
+    code = _operator(operator)
+    _text("province", province)
+    span = _window(window, since)
+    with _connection(state) as connection:
+        refresh_nearby(connection)
+        _check_province(connection, province)
+        assessment = assess(connection, span, province=province)
+        gaps = compare_claims(
+            connection, assessment.verdicts, operators=None if code is None else [code]
+        )
+    communes = [
+        {
+            "operator": c.operator,
+            "direction": c.direction,
+            "commune": c.commune,
+            "district": c.district,
+            "villages": c.villages,
+            "population": c.population,
+            "measured": c.measured,
+        }
+        for c in by_commune(gaps)
+    ]
+    return {
+        "since": span.start.isoformat(),
+        "until": span.end.isoformat(),
+        "villages": [g.to_dict() for g in gaps],
+        "communes": communes,
+    }
+
+
+@get(
     "/map",
     sync_to_thread=True,
     media_type=MediaType.HTML,
@@ -1235,6 +1384,8 @@ def create_app(
             list_villages,
             deadzones,
             uncovered,
+            evidence,
+            claims_check,
             coverage_map,
             import_villages,
             static_asset,

@@ -247,6 +247,8 @@ OPERATIONS = {
     "POST /api/villages",
     "GET /api/deadzones",
     "GET /api/uncovered",
+    "GET /api/evidence",
+    "GET /api/claims/check",
     "GET /map",
 }
 

@@ -11,9 +11,11 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
+from litestar.testing import TestClient
 
 from collector import rollups, schema
 from coverwatch.cli import main
+from geo import web
 from geo.assessment import Assessment, assess
 from geo.claims_check import compare_claims
 from geo.coverage import TimeWindow
@@ -286,3 +288,33 @@ def test_claims_check_without_claims_says_how_to_add_them(
 ) -> None:
     assert main(["claims", "check"]) == 0
     assert "no claims imported" in capsys.readouterr().out
+
+
+def test_api_serves_the_evidence_and_the_claims_check(
+    province: tuple[str, scenarios.Scenario, Assessment],
+) -> None:
+    url, scenario, assessment = province
+    with TestClient(app=web.create_app(url)) as client:
+        answer = client.get("/api/evidence", params={"window": "30d"})
+        assert answer.status_code == 200, answer.text
+        villages = answer.json()["villages"]
+        assert len(villages) == len(scenario.province.villages)
+        by_name = {v.village.name: v for v in assessment.verdicts}
+        for row in villages:
+            assert row["evidence"] == by_name[row["name"]].kind
+            assert row["no_service"] == by_name[row["name"]].no_service
+        gaps = client.get("/api/claims/check", params={"operator": "Viettel"})
+        assert gaps.status_code == 200, gaps.text
+        body = gaps.json()
+        assert body["villages"]
+        assert {g["operator"] for g in body["villages"]} == {"45204"}
+        assert all(g["evidence"]["evidence"] != "unknown" for g in body["villages"])
+        populations = [
+            g["population"] for g in body["villages"] if g["direction"] == "claimed_not_served"
+        ]
+        assert populations == sorted(populations, reverse=True)
+        wrong = client.get("/api/claims/check", params={"operator": "Telstra"})
+        assert wrong.status_code == 400
+        assert "operator" in wrong.text
+        nowhere = client.get("/api/evidence", params={"province": "Tỉnh Không Có"})
+        assert nowhere.status_code == 400
