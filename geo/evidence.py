@@ -22,7 +22,7 @@ predicted verdict.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
 import numpy as np
@@ -195,7 +195,8 @@ def village_verdicts(
                 if key not in at_village or usable:
                     at_village[key] = (usable, probe.probe_id)
 
-    result = []
+    result: list[VillageVerdict] = []
+    columns_of: list[tuple[int, ...]] = []
     for index, village in enumerate(villages):
         verdicts = []
         predicted_columns = []
@@ -236,9 +237,14 @@ def village_verdicts(
                 verdicts.append(
                     OperatorVerdict(operator, "unknown", None, None, None, "no evidence")
                 )
-        p_none = joint.p_none(index, predicted_columns) if predicted_columns else None
-        result.append(VillageVerdict(village, tuple(verdicts), p_none))
-    return result
+        columns_of.append(tuple(predicted_columns))
+        result.append(VillageVerdict(village, tuple(verdicts)))
+    # The joint probabilities in one batch (a province has thousands of villages).
+    p_none = joint.p_none_many(range(len(result)), columns_of)
+    return [
+        replace(verdict, predicted_p_none=p if columns_of[i] else None)
+        for i, (verdict, p) in enumerate(zip(result, p_none, strict=True))
+    ]
 
 
 __all__ = [

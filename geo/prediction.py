@@ -64,7 +64,7 @@ RANGES_KM: Final = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 NUGGET_SHARES: Final = (0.05, 0.2, 0.4, 0.6, 0.8, 0.95)
 MAX_SHARED: Final = 0.95
 MIN_SHARED_PAIRS: Final = 20
-MAX_CHOICE_OBSERVATIONS: Final = 600
+MAX_CHOICE_OBSERVATIONS: Final = 400
 # Observations this far apart judge the covariance: about the distance from a village
 # to the nearest measurement that is not in it.
 CHOICE_SPACING_M: Final = 1000.0
@@ -373,7 +373,7 @@ class JointPrediction:
     def of(self, operator_index: int, point: int) -> Prediction:
         mean = float(self.mean[point, operator_index])
         sigma = math.sqrt(max(float(self.covariance[point, operator_index, operator_index]), 0.25))
-        p = 1.0 - float(_normal_cdf(np.array([(self.edge_dbm - mean) / sigma]))[0])
+        p = 0.5 * math.erfc((self.edge_dbm - mean) / (sigma * math.sqrt(2.0)))
         return Prediction(
             self.operators[operator_index], mean, sigma, p, self.bases[operator_index]
         )
@@ -381,18 +381,37 @@ class JointPrediction:
     def p_none(self, point: int, operator_indexes: Sequence[int]) -> float:
         """P(no operator among these reaches the usable edge) at a point: the operators'
         shadowing is correlated (a valley is dark for all), so not a product."""
-        if not operator_indexes:
-            return 1.0
-        pick = list(operator_indexes)
-        mean = self.mean[point, pick]
-        cov = self.covariance[point][np.ix_(pick, pick)] + np.eye(len(pick)) * 0.25
-        lower = np.linalg.cholesky(cov)
-        samples = mean + _STANDARD_SAMPLES[:, : len(pick)] @ lower.T
-        return float(np.mean(np.all(samples < self.edge_dbm, axis=1)))
+        return self.p_none_many([point], [tuple(operator_indexes)])[0]
+
+    def p_none_many(
+        self, points: Sequence[int], operator_indexes: Sequence[tuple[int, ...]]
+    ) -> list[float]:
+        """:meth:`p_none` of many points at once (points sharing a set of operators are
+        sampled together, in slices that bound memory)."""
+        result = [1.0] * len(points)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for position, pick in enumerate(operator_indexes):
+            if pick:
+                groups.setdefault(tuple(pick), []).append(position)
+        for pick, positions in groups.items():
+            columns = np.asarray(pick, dtype=np.int64)
+            for start in range(0, len(positions), 256):
+                chunk = positions[start : start + 256]
+                rows = np.asarray([points[i] for i in chunk], dtype=np.int64)
+                mean = self.mean[np.ix_(rows, columns)]
+                cov = self.covariance[rows][:, columns][:, :, columns]
+                cov = cov + np.eye(len(columns)) * 0.25
+                lower = np.linalg.cholesky(cov)
+                draws = _STANDARD_SAMPLES[:, : len(columns)]
+                samples = mean[:, None, :] + np.einsum("sk,pjk->psj", draws, lower)
+                dark = np.all(samples < self.edge_dbm, axis=2).mean(axis=1)
+                for i, value in zip(chunk, dark.tolist(), strict=True):
+                    result[i] = float(value)
+        return result
 
 
 # Fixed standard normal draws: the same evidence always gives the same probability.
-_STANDARD_SAMPLES: Final = np.random.default_rng(20261201).standard_normal((4000, 8))
+_STANDARD_SAMPLES: Final = np.random.default_rng(20261201).standard_normal((2000, 8))
 
 
 @dataclass
@@ -603,24 +622,39 @@ def survey_observations(
     rows = connection.execute(_SURVEY_SQL).fetchall()
     if not rows:
         return []
-    lonlat = np.array([(r[1], r[2]) for r in rows], dtype=np.float64)
-    xy = projection.forward(lonlat)
-    cells = np.floor(xy / SURVEY_CELL_M).astype(np.int64)
-    grouped: dict[tuple[str, int, int], list[int]] = {}
-    for index, row in enumerate(rows):
-        grouped.setdefault((row[0], int(cells[index, 0]), int(cells[index, 1])), []).append(index)
+    operators = sorted({row[0] for row in rows})
+    operator_index = {operator: i for i, operator in enumerate(operators)}
+    lonlat = np.array([(row[1], row[2]) for row in rows], dtype=np.float64)
+    # A point without service counts as the weakest value of its cell.
+    values = np.array(
+        [float(row[4]) if row[3] == "serving" else -math.inf for row in rows], dtype=np.float64
+    )
+    cells = np.floor(projection.forward(lonlat) / SURVEY_CELL_M).astype(np.int64)
+    keys = np.column_stack([[operator_index[row[0]] for row in rows], cells])
+    _, group = np.unique(keys, axis=0, return_inverse=True)
+    group = group.ravel()
+    # Medians of all groups at once: sort by group, then by value, and take the middle.
+    order = np.lexsort((values, group))
+    starts = np.flatnonzero(np.r_[True, np.diff(group[order]) != 0])
+    counts = np.diff(np.r_[starts, len(order)])
+    low = values[order[starts + (counts - 1) // 2]]
+    high = values[order[starts + counts // 2]]
+    with np.errstate(invalid="ignore"):  # -inf + -inf is -inf; -inf + x too
+        medians = np.where(np.isneginf(low), -math.inf, (low + high) / 2)
+    first = order[starts]
+    sums = np.zeros((len(starts), 2))
+    np.add.at(sums, group, lonlat)
+    centres = sums / counts[:, None]
     observations = []
-    for (operator, _, _), members in grouped.items():
-        values = [float(rows[i][4]) if rows[i][3] == "serving" else -math.inf for i in members]
-        median = float(np.median(values))
+    for g, median in enumerate(medians.tolist()):
         observations.append(
             Observation(
-                operator,
-                float(lonlat[members, 0].mean()),
-                float(lonlat[members, 1].mean()),
-                UNREGISTERED_RSRP_DBM if median == -math.inf else median,
+                rows[int(first[g])][0],
+                float(centres[g, 0]),
+                float(centres[g, 1]),
+                UNREGISTERED_RSRP_DBM if median == -math.inf else float(median),
                 "survey",
-                f"survey: {len(members)} points",
+                f"survey: {int(counts[g])} points",
                 censored=median == -math.inf,
             )
         )
