@@ -36,8 +36,11 @@ def assess(
     *,
     province: str | None = None,
     radius_m: float = DEFAULT_RADIUS_M,
+    analysis: Analysis | None = None,
 ) -> Assessment:
-    analysis = analyse(connection, window, radius_m=radius_m, province=province)
+    """``analysis``: one already made of this window (the map's), not made again."""
+    if analysis is None:
+        analysis = analyse(connection, window, radius_m=radius_m, province=province)
     edge = load_thresholds(connection).bands["lte"].poor_dbm
     # Centred on the villages (a province is small enough for one local projection).
     projection = LocalProjection.around(

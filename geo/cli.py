@@ -91,6 +91,12 @@ def register(commands: Any) -> None:
     mp.add_argument("-o", "--output", type=Path, default=Path("coverage.html"))
     _analysis_options(mp, province_help="only this province (villages, boundary, dead zones)")
     _tile_options(mp)
+    mp.add_argument(
+        "--evidence",
+        action="store_true",
+        help="add the evidence view: every village's verdict, measured or predicted from the "
+        "tower registry with its probability (shown first)",
+    )
     mp.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
     mp.set_defaults(handler=_map)
 
@@ -527,6 +533,7 @@ def _map(args: argparse.Namespace) -> int:
             window,
             radius_m=args.radius_km * 1000,
             province=args.province,
+            evidence=args.evidence,
         )
     page = maps.render(data, tiles=args.tiles, tiles_attribution=args.tiles_attribution)
     try:

@@ -41,8 +41,10 @@ from jinja2 import Template
 
 from geo import assets, survey
 from geo.analysis import analyse
+from geo.assessment import assess
 from geo.coverage import OperatorCoverage, ProbeCoverage, TimeWindow
 from geo.deadzones import DeadZones, probe_dead_zones
+from geo.evidence import EVIDENCE_KINDS, VillageVerdict
 from geo.gcpause import gc_paused
 from geo.operators import operator_label
 from geo.probes import PROBE_STATES, Outage, ProbeHealth, power_outages, probe_health
@@ -76,6 +78,9 @@ class MapData:
     area: str  # what the zones are clipped to
     surveys: Sequence[survey.MapPoint] = ()
     generated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # Each village's verdict with its evidence (geo.evidence), in the order of
+    # ``villages``; None when the map was not asked for it (the prediction costs time).
+    verdicts: Sequence[VillageVerdict] | None = None
 
 
 # ------------------------------------------------------------------------- gathering
@@ -144,9 +149,17 @@ def collect(
     *,
     radius_m: float = DEFAULT_RADIUS_M,
     province: str | None = None,
+    evidence: bool = False,
 ) -> MapData:
+    """``evidence``: add every village's verdict with its kind of evidence, predicted
+    where nothing measured it (geo.assessment)."""
     analysis = analyse(connection, window, radius_m=radius_m, province=province)
     statuses, probes = analysis.statuses, analysis.probes
+    verdicts = (
+        assess(connection, window, radius_m=radius_m, analysis=analysis).verdicts
+        if evidence
+        else None
+    )
     boundaries = load_boundaries(connection, province=province)
     area_shape, area = zone_area(boundaries, statuses, probes, radius_m)
     zones = None
@@ -175,6 +188,7 @@ def collect(
         zones=zones,
         area=area,
         surveys=survey_points,
+        verdicts=verdicts,
     )
 
 
@@ -338,7 +352,7 @@ def payload(data: MapData) -> dict[str, Any]:
         for p in data.surveys
     ]
 
-    return {
+    document: dict[str, Any] = {
         "meta": {
             "since": _iso(data.window.start),
             "until": _iso(data.window.end),
@@ -358,6 +372,40 @@ def payload(data: MapData) -> dict[str, Any]:
         "survey_ops": [operator_label(code) if code else "?" for code in survey_ops],
         "survey": surveys,
     }
+    if data.verdicts is not None:
+        document["evidence_kinds"] = list(EVIDENCE_KINDS)
+        document["evidence"] = _evidence(data)
+    return document
+
+
+def _evidence(data: MapData) -> list[Any]:
+    """Per village (in the villages' order): [kind, p(no service), no service (1/0),
+    [[operator name, kind, p(usable), predicted dBm, its sigma dB], ...]]."""
+    assert data.verdicts is not None
+    kind_index = {kind: i for i, kind in enumerate(EVIDENCE_KINDS)}
+    rows = []
+    for status, verdict in zip(data.villages, data.verdicts, strict=True):
+        if status.village.village_id != verdict.village.village_id:
+            raise ValueError("map: the verdicts are not in the villages' order")
+        p = verdict.p_no_service
+        rows.append(
+            [
+                kind_index[verdict.kind],
+                None if p is None else round(p, 2),
+                1 if verdict.no_service else 0,
+                [
+                    [
+                        operator_label(o.operator),
+                        kind_index[o.kind],
+                        None if o.p_usable is None else round(o.p_usable, 2),
+                        _round(o.rsrp_dbm, 0),
+                        _round(o.sigma_db, 0),
+                    ]
+                    for o in verdict.operators
+                ],
+            ]
+        )
+    return rows
 
 
 # ------------------------------------------------------------------------- rendering

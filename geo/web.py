@@ -1100,6 +1100,12 @@ def coverage_map(
     window: Window = "30d",
     since: Since = None,
     radius_km: RadiusKm = DEFAULT_RADIUS_M / 1000,
+    evidence: Annotated[
+        bool,
+        QueryParameter(
+            description="add the evidence view (measured / predicted verdicts), shown first"
+        ),
+    ] = False,
     accept_encoding: AcceptEncoding = None,
 ) -> Response[bytes]:
     """The coverage map (HTML; its scripts and styles are served under /static)."""
@@ -1111,7 +1117,9 @@ def coverage_map(
         with _connection(state) as connection:
             refresh_nearby(connection, radius_m=radius_m)
             _check_province(connection, province)
-            data = maps.collect(connection, span, radius_m=radius_m, province=province)
+            data = maps.collect(
+                connection, span, radius_m=radius_m, province=province, evidence=evidence
+            )
         page = maps.render(
             data,
             static_url=STATIC_URL,
@@ -1120,7 +1128,7 @@ def coverage_map(
         )
         return Encoded.of(page.encode("utf-8"))
 
-    page, age = _cache(state).get(("map", province, window, since, radius_m), compute)
+    page, age = _cache(state).get(("map", province, window, since, radius_m, evidence), compute)
     return _encoded_response(state, page, age, accept_encoding, MediaType.HTML)
 
 

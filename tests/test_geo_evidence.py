@@ -4,8 +4,10 @@ evidence` and `coverwatch claims check`, against a real database."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,13 +17,14 @@ from litestar.testing import TestClient
 
 from collector import rollups, schema
 from coverwatch.cli import main
-from geo import web
+from geo import maps, web
 from geo.assessment import Assessment, assess
 from geo.claims_check import compare_claims
 from geo.coverage import TimeWindow
 from geo.evidence import EVIDENCE_KINDS
 from geo.projection import haversine_m
 from simulator import scenario_load, scenarios
+from tests.test_map import chromium_binary, run_chromium
 
 EDGE_DBM = -115.0
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -318,3 +321,50 @@ def test_api_serves_the_evidence_and_the_claims_check(
         assert "operator" in wrong.text
         nowhere = client.get("/api/evidence", params={"province": "Tỉnh Không Có"})
         assert nowhere.status_code == 400
+
+
+def test_map_payload_carries_each_villages_evidence(
+    province: tuple[str, scenarios.Scenario, Assessment],
+) -> None:
+    url, _, assessment = province
+    with psycopg.connect(url) as connection:
+        plain = maps.collect(connection, WINDOW)
+        data = maps.collect(connection, WINDOW, evidence=True)
+    assert "evidence" not in maps.payload(plain)  # the prediction only when asked for
+    document = maps.payload(data)
+    assert document["evidence_kinds"] == list(EVIDENCE_KINDS)
+    assert len(document["evidence"]) == len(document["villages"])
+    by_name = {v.village.name: v for v in assessment.verdicts}
+    for village, row in zip(document["villages"], document["evidence"], strict=True):
+        verdict = by_name[village[2]]
+        assert document["evidence_kinds"][row[0]] == verdict.kind
+        assert row[2] == int(verdict.no_service)
+        for name, kind, p, dbm, _sigma in row[3]:
+            if document["evidence_kinds"][kind] in ("probe", "survey"):
+                assert p in (0.0, 1.0)
+                assert dbm is None  # a measurement is not dressed up as a prediction
+            assert name in ("Viettel", "VinaPhone", "MobiFone")
+
+
+def test_evidence_view_renders_in_headless_chromium(
+    province: tuple[str, scenarios.Scenario, Assessment], tmp_path: Path
+) -> None:
+    url, _, assessment = province
+    binary = chromium_binary()
+    handle = web.serve_in_thread(web.create_app(url), "127.0.0.1", 0)
+    try:
+        dom = run_chromium(binary, "--dump-dom", f"{handle.url}/map?evidence=true")
+        assert dom.returncode == 0, dom.stderr[-2000:]
+        plain = run_chromium(binary, "--dump-dom", f"{handle.url}/map")
+        assert plain.returncode == 0, plain.stderr[-2000:]
+    finally:
+        handle.stop()
+    html = dom.stdout
+    assert "Villages: evidence (measured / predicted)" in html
+    assert "Evidence view" in html  # the legend explains the drawing
+    # Predicted dead villages are counted apart from measured ones in the clusters.
+    predicted_dead = sum(1 for v in assessment.verdicts if v.no_service and not v.measured)
+    assert predicted_dead > 0
+    assert re.search(r"<small>\d+ \?</small>", html)
+    assert "Evidence view" not in plain.stdout
+    assert "Villages: evidence" not in plain.stdout

@@ -16,6 +16,10 @@
  *   survey_ops operator names of survey points
  *   survey    [lat, lon, time, survey op, technology, class, signal dBm, accuracy m,
  *              no service (1/0)]: walk/drive-test points, evidence apart from probes
+ *   evidence_kinds ["probe", "survey", "predicted", "unknown"]   (only with evidence)
+ *   evidence  per village, in the villages' order: [kind, p(no service), no service
+ *              (1/0), [[operator name, kind, p(usable), predicted dBm, sigma dB]]]
+ *              — a predicted verdict is drawn and written as predicted, never as measured
  */
 (function () {
   "use strict";
@@ -178,6 +182,39 @@
     control.addOverlay(outages, "Power outages");
 
     // ---------------------------------------------------------------------- villages
+    d.villages.forEach(function (v, index) { v.cwIndex = index; });
+    var KIND_TEXT = {
+      probe: "measured by a probe",
+      survey: "measured by a survey",
+      predicted: "predicted",
+      unknown: "unknown: no evidence"
+    };
+
+    function evidenceHtml(e) {
+      var kinds = d.evidence_kinds;
+      var kind = kinds[e[0]];
+      var verdict = kind === "unknown" ? "unknown" :
+        (e[2] ? "no service" : (kind === "predicted" && e[1] >= 0.2 ? "uncertain" : "service"));
+      var html = '<div class="cw-evidence"><b>Verdict: ' + verdict + "</b> (" +
+        KIND_TEXT[kind] + (kind === "predicted" && e[1] !== null ?
+          ", p(no service) " + num(e[1], 2, "") : "") + ")<br>";
+      e[3].forEach(function (o) {
+        var k = kinds[o[1]];
+        html += esc(o[0]) + ": " + (k === "predicted" ?
+          "predicted p(usable) " + num(o[2], 2, "") + ", " + num(o[3], 0, "") + " ± " +
+            num(o[4], 0, " dBm") :
+          (k === "unknown" ? "unknown" : k + " " + (o[2] === 1 ? "usable" : "none"))) + "<br>";
+      });
+      return html + "</div>";
+    }
+
+    function evidenceClass(e) {
+      var kind = d.evidence_kinds[e[0]];
+      if (kind === "unknown") { return "unmeasured"; }
+      if (kind !== "predicted") { return e[2] ? "none" : "good"; }
+      return e[2] ? "none" : (e[1] >= 0.2 ? "poor" : "fair");
+    }
+
     function villagePopup(v, op) {
       var place = d.places[v[3]];
       var html = "<b>" + esc(v[2]) + "</b>" + (place ? "<br>" + esc(place) : "") +
@@ -204,6 +241,7 @@
               " (" + e[3] + " probe" + (e[3] === 1 ? "" : "s") + ")";
           }).join(", ") + "</div>";
       }
+      if (d.evidence) { html += evidenceHtml(d.evidence[v.cwIndex]); }
       var near = v[6] >= 0 ? d.probes[v[6]] : null;
       var speaking = v[8] >= 0 ? d.probes[v[8]] : null;
       if (near) { html += "nearest probe " + esc(near[0]) + " (" + num(v[7], 1, " km") + ")"; }
@@ -273,12 +311,73 @@
       return group;
     }
 
+    // Every village's verdict and what it rests on: measured ones solid, predicted ones
+    // a dashed ring filled by how likely no service is, unknown ones hollow.
+    function evidenceCluster(cluster) {
+      var children = cluster.getAllChildMarkers();
+      var measured = 0;
+      var predicted = 0;
+      children.forEach(function (m) {
+        if (m.options.cwDead === "measured") { measured++; }
+        if (m.options.cwDead === "predicted") { predicted++; }
+      });
+      var label = children.length + (measured ? "<small>" + measured + " ✕</small>" : "") +
+        (predicted ? "<small>" + predicted + " ?</small>" : "");
+      var worst = measured ? "none" : (predicted ? "poor" : "fair");
+      return L.divIcon({
+        html: "<div><span>" + label + "</span></div>",
+        className: "marker-cluster cw-cluster cw-" + worst,
+        iconSize: L.point(40, 40)
+      });
+    }
+
+    function evidenceView() {
+      var group = L.markerClusterGroup({
+        chunkedLoading: true,
+        showCoverageOnHover: false,
+        maxClusterRadius: 45,
+        disableClusteringAtZoom: 14,
+        iconCreateFunction: evidenceCluster
+      });
+      var built = false;
+      group.on("add", function () {
+        if (built) { return; }
+        built = true;
+        group.addLayers(d.villages.map(function (v) {
+          var e = d.evidence[v.cwIndex];
+          var kind = d.evidence_kinds[e[0]];
+          var cls = evidenceClass(e);
+          var predicted = kind === "predicted";
+          var marker = L.circleMarker([v[0], v[1]], {
+            radius: 6,
+            color: predicted ? COLOURS[cls] : (kind === "unknown" ? COLOURS.unmeasured : "#333"),
+            weight: predicted ? 2.5 : 1,
+            dashArray: predicted || kind === "unknown" ? "3 3" : null,
+            fillColor: COLOURS[cls],
+            fillOpacity: kind === "unknown" ? 0.1 : (predicted ? 0.35 : 0.9),
+            className: "cw-ev-" + kind,
+            cwDead: e[2] ? (predicted ? "predicted" : "measured") : ""
+          });
+          marker.bindPopup(function () { return villagePopup(v, null); }, { maxWidth: 380 });
+          marker.bindTooltip(esc(v[2]) + " (" + KIND_TEXT[kind] + ")");
+          return marker;
+        }));
+      });
+      return group;
+    }
+
     var best = villageView(null);
     control.addBaseLayer(best, "Villages: best operator");
     d.ops.forEach(function (name, index) {
       control.addBaseLayer(villageView(index), "Villages: " + name);
     });
-    best.addTo(map);
+    if (d.evidence) {
+      var evidence = evidenceView();
+      control.addBaseLayer(evidence, "Villages: evidence (measured / predicted)");
+      evidence.addTo(map);  // asked for: shown first
+    } else {
+      best.addTo(map);
+    }
 
     // ------------------------------------------------------------------------ legend
     var legend = L.control({ position: "bottomleft" });
@@ -297,6 +396,13 @@
       });
       if (d.survey && d.survey.length) {
         html += '<br><i class="cw-survey cw-fair cw-inline"></i> survey point (walk test)';
+      }
+      if (d.evidence) {
+        html += "<br><b>Evidence view</b><br>" +
+          '<i class="cw-ev-key cw-ev-measured"></i>measured (probe or survey)<br>' +
+          '<i class="cw-ev-key cw-ev-predicted"></i>predicted: red p(no service) ≥ 0.8, ' +
+          "orange uncertain, green likely served<br>" +
+          '<i class="cw-ev-key cw-ev-unknown"></i>unknown: no evidence, not dead';
       }
       html += '<br><span class="cw-outage cw-inline">⚡</span> power outage in window<br>' +
         '<span class="cw-meta">readings ' + esc(m.since) + " – " + esc(m.until) +
