@@ -12,6 +12,9 @@ the real schema, and runs the analysis:
   sites through COST-231 Hata, calibrated per operator on the measurements, plus
   kriging): precision and recall of "no service" at p >= 0.8, and the Brier score of
   p(no service);
+- an **oracle bound**: p(no service) for an analyst who knows every tower and the
+  terrain's statistics but not the terrain itself — what no method that sees only the
+  evidence can beat on average (probes and surveys add local knowledge to it);
 - in the same run, on the same villages, two **baselines**: the nearest probes within
   3 km (geo's village status, inverse-square weighted: "none" means no service), and
   the operators' claims (no service where no operator claims the village).
@@ -44,8 +47,8 @@ from collector import schema
 from geo.assessment import assess
 from geo.claims import load_claim_areas
 from geo.coverage import TimeWindow
-from simulator import scenario_load, scenarios
-from simulator.province import OPERATORS
+from simulator import radio, scenario_load, scenarios, terrain
+from simulator.province import OPERATORS, UNUSABLE_BELOW_DBM
 
 END = datetime(2026, 11, 30, 0, 0, tzinfo=UTC)
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -82,6 +85,12 @@ class Counts:
     def recall(self) -> float:
         return self.tp / (self.tp + self.fn) if self.tp + self.fn else math.nan
 
+    @property
+    def brier(self) -> float:
+        """The Brier score of these verdicts taken as probabilities 0 or 1."""
+        total = self.tp + self.fp + self.fn + self.tn
+        return (self.fp + self.fn) / total if total else math.nan
+
     def text(self) -> str:
         return (
             f"precision {self.precision:.3f} recall {self.recall:.3f} "
@@ -97,12 +106,48 @@ class SeedFigures:
     idw: Counts = field(default_factory=Counts)
     claims: Counts = field(default_factory=Counts)
     brier_terms: list[float] = field(default_factory=list)
+    oracle: Counts = field(default_factory=Counts)
+    oracle_brier_terms: list[float] = field(default_factory=list)
+    at_half: Counts = field(default_factory=Counts)
     villages: int = 0
     probes: int = 0
     survey_points: int = 0
     kinds: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     analysis_s: float = 0.0
+
+
+ORACLE_DRAWS = 2000
+
+
+def oracle_p_none(scenario: scenarios.Scenario) -> dict[str, float]:
+    """P(no service) per village for an analyst who knows every tower's true position and
+    the simulator's radio model and terrain statistics — but not this terrain's field or
+    where its valleys are. No method that sees only the evidence can do better on
+    average: it bounds what "predicted" can reach in this world."""
+    rng = np.random.default_rng([scenario.seed, 99])
+    towers = scenario.province.towers
+    codes = np.array([t.operator_code for t in towers])
+    lon_km = 111.320 * math.cos(math.radians(22.70))
+    result: dict[str, float] = {}
+    sigma = radio.SHADOWING_SIGMA_DB
+    valley_share = scenarios.VALLEY_VILLAGE_SHARE
+    for village in scenario.province.villages:
+        distance = np.hypot(
+            [(t.lon - village.lon) * lon_km for t in towers],
+            [(t.lat - village.lat) * terrain.KM_PER_DEG_LAT for t in towers],
+        )
+        common = rng.normal(0, sigma * math.sqrt(terrain.COMMON_SHARE), (ORACLE_DRAWS, 1))
+        own = rng.normal(
+            0, sigma * math.sqrt(1 - terrain.COMMON_SHARE), (ORACLE_DRAWS, len(towers))
+        )
+        walled = (rng.random((ORACLE_DRAWS, 1)) < valley_share) * terrain.VALLEY_LOSS_DB
+        rsrp = radio.median_rsrp_dbm(distance[None, :], common + own + walled)
+        dark = np.ones(ORACLE_DRAWS, dtype=bool)
+        for code in OPERATORS:
+            dark &= rsrp[:, codes == code].max(axis=1) < UNUSABLE_BELOW_DBM
+        result[village.name] = float(dark.mean())
+    return result
 
 
 def run_seed(
@@ -126,6 +171,7 @@ def run_seed(
             claimed = [load_claim_areas(connection, operator, "lte") for operator in OPERATORS]
         figures.analysis_s = time.perf_counter() - analysis_began
     claim_area = shapely.union_all([a for a in claimed if a is not None])
+    oracle = oracle_p_none(scenario)
     idw_status = {s.village.name: s.status for s in analysis.statuses}
     for verdict in verdicts:
         name_ = verdict.village.name
@@ -139,6 +185,9 @@ def run_seed(
         p = verdict.p_no_service
         # A village nothing can be said about counts as p = 0.5 in the Brier score.
         figures.brier_terms.append(((0.5 if p is None else p) - float(truth)) ** 2)
+        figures.at_half.add(p is not None and p >= 0.5, truth)
+        figures.oracle.add(oracle[name_] >= 0.8, truth)
+        figures.oracle_brier_terms.append((oracle[name_] - float(truth)) ** 2)
         figures.idw.add(idw_status[name_] == "none", truth)
         inside = bool(shapely.contains_xy(claim_area, verdict.village.lon, verdict.village.lat))
         figures.claims.add(not inside, truth)
@@ -216,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"  measured   {f.measured.text()}\n"
             f"  predicted  {f.predicted.text()}  Brier "
             f"{np.mean(f.brier_terms) if f.brier_terms else math.nan:.3f}\n"
+            f"  (at p >= 0.5: {f.at_half.text()})\n"
+            f"  oracle     {f.oracle.text()}  Brier {np.mean(f.oracle_brier_terms):.3f}\n"
             f"  idw 3 km   {f.idw.text()}\n"
             f"  claims     {f.claims.text()}",
             flush=True,
@@ -225,14 +276,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         total.idw.merge(f.idw)
         total.claims.merge(f.claims)
         total.brier_terms += f.brier_terms
+        total.oracle.merge(f.oracle)
+        total.oracle_brier_terms += f.oracle_brier_terms
+        total.at_half.merge(f.at_half)
     brier = float(np.mean(total.brier_terms)) if total.brier_terms else math.nan
     print(
         f"pooled over {len(args.seeds)} seeds:\n"
         f"  measured   {total.measured.text()}   target >= 0.95 / 0.95\n"
         f"  predicted  {total.predicted.text()}  Brier {brier:.3f}   "
         "target >= 0.85 / 0.85, Brier <= 0.10\n"
-        f"  baseline nearest probes within 3 km: {total.idw.text()}\n"
-        f"  baseline operators' claims:          {total.claims.text()}"
+        f"             at p >= 0.5: {total.at_half.text()}\n"
+        f"  bound: an oracle knowing every tower and the terrain's statistics, not the "
+        f"terrain: {total.oracle.text()}  Brier {np.mean(total.oracle_brier_terms):.3f}\n"
+        f"  baseline nearest probes within 3 km: {total.idw.text()}  "
+        f"Brier (as 0/1) {total.idw.brier:.3f}\n"
+        f"  baseline operators' claims:          {total.claims.text()}  "
+        f"Brier (as 0/1) {total.claims.brier:.3f}"
     )
     print(
         "RESULT "
