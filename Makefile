@@ -58,6 +58,12 @@ bench-ingest-layouts: $(STAMP)
 	$(BIN)/python -m bench.ingest --database-url $(BENCH_PLAIN_URL) \
 		--database-url $(BENCH_TIMESCALE_URL) $(BENCH_INGEST_ARGS)
 
+# The truth benchmark (issue #14 item 6): verdicts against the simulator's hidden truth.
+BENCH_TRUTH_ARGS ?= --scenario sparse --seeds 1-5
+.PHONY: bench-truth
+bench-truth: $(STAMP)
+	$(BIN)/python -m bench.truth --database-url $(BENCH_PLAIN_URL) $(BENCH_TRUTH_ARGS)
+
 .PHONY: bench-ack-traffic
 bench-ack-traffic: $(STAMP)
 	$(BIN)/python -m bench.ack_traffic
