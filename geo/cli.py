@@ -256,6 +256,55 @@ def _register_evidence(commands: Any) -> None:
     ccheck.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
     ccheck.set_defaults(handler=_claims_check)
 
+    sites_parser = commands.add_parser(
+        "sites", help="tower-site recommendations: where a tower serves the most people without"
+    )
+    sites_commands = sites_parser.add_subparsers(
+        dest="sites_command", metavar="ACTION", required=True
+    )
+    rec = sites_commands.add_parser(
+        "recommend",
+        help="rank candidate sites for one operator by the people without service they reach",
+        description="Candidates from a grid over the villages (or --candidates FILE), weighed "
+        "with the operator's calibrated coverage model against each village's probability of "
+        "having no service today; selected greedily (or exactly with --exact, HiGHS) under "
+        "--sites or --budget. See geo/README.md.",
+    )
+    rec.add_argument("--operator", required=True, help="Viettel, VinaPhone, MobiFone or MCC-MNC")
+    limit = rec.add_mutually_exclusive_group()
+    limit.add_argument("--sites", type=_positive_int, default=5, help="number of sites (5)")
+    limit.add_argument(
+        "--budget", type=_positive_float, help="total cost (candidates' cost column)"
+    )
+    rec.add_argument(
+        "--min-p", type=_probability, default=0.8,
+        help="a site serves a village when its probability of usable service reaches this (0.8)",
+    )  # fmt: skip
+    rec.add_argument("--weight", choices=("population", "households"), default="population")
+    rec.add_argument("--grid-km", type=_positive_float, default=2.0, help="grid spacing (2 km)")
+    rec.add_argument(
+        "--max-village-km", type=_positive_float, default=5.0,
+        help="grid sites within this distance of a village only: access (5 km)",
+    )  # fmt: skip
+    rec.add_argument(
+        "--max-grid-power-km", type=_positive_float,
+        help="grid sites within this distance of a village on grid power only",
+    )  # fmt: skip
+    rec.add_argument("--exclude", type=Path, help="GeoJSON polygons where no tower may stand")
+    rec.add_argument(
+        "--candidates",
+        type=Path,
+        help="candidate sites: CSV id,name,lon,lat[,cost] or GeoJSON points",
+    )
+    rec.add_argument(
+        "--exact", action="store_true", help="the exact optimum (MILP, small instances)"
+    )
+    rec.add_argument("--format", choices=("table", "csv", "geojson"), default="table")
+    rec.add_argument("-o", "--output", type=Path, help="write here instead of standard output")
+    _analysis_options(rec, province_help="only villages of this province")
+    rec.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
+    rec.set_defaults(handler=_sites_recommend)
+
 
 def _mcc(text: str) -> int | None:
     if text.strip().lower() in ("any", "all"):
@@ -427,6 +476,100 @@ def _claims_check(args: argparse.Namespace) -> int:
             operators=None if operator is None else [operator],
         )
     sys.stdout.write(render_claim_gaps(gaps, args.format))
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: give 1 to 1000")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1e9:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{text} is out of range: give a positive number")
+    return value
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a probability") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is out of range: give more than 0, at most 1")
+    return value
+
+
+def _sites_recommend(args: argparse.Namespace) -> int:
+    import json
+
+    from geo import sites
+
+    try:
+        operator = parse_operator(args.operator)
+    except ValueError as error:
+        raise ConfigError("--operator", str(error), "e.g. --operator Viettel or 45204") from None
+    exclusions = None
+    if args.exclude is not None:
+        exclusions, problems = sites.read_exclusions(args.exclude)
+        _print_problems(args.exclude, problems, len(problems))
+    candidates = None
+    if args.candidates is not None:
+        parsed = sites.read_candidates(args.candidates)
+        _print_problems(args.candidates, parsed.problems, len(parsed.problems))
+        if not parsed.candidates:
+            raise ConfigError(
+                "--candidates", f"{args.candidates} holds no usable candidate site",
+                "give id,name,lon,lat[,cost] rows or GeoJSON points",
+            )  # fmt: skip
+        candidates = parsed.candidates
+    options = sites.SiteOptions(
+        operator=operator,
+        sites=None if args.budget is not None else args.sites,
+        budget=args.budget,
+        min_p=args.min_p,
+        weight=args.weight,
+        rules=sites.CandidateRules(
+            grid_km=args.grid_km,
+            max_village_km=args.max_village_km,
+            max_grid_power_km=args.max_grid_power_km,
+            exclusions=exclusions,
+        ),
+        candidates=candidates,
+        exact=args.exact,
+    )
+    window = _analysis_values(args)
+    with database.connect(database_url(args.database_url)) as connection:
+        result = sites.recommend(connection, window, options, province=args.province)
+    if args.format == "geojson":
+        text = json.dumps(sites.to_geojson(result.rows), ensure_ascii=False, indent=1) + "\n"
+    elif args.format == "csv":
+        text = sites.to_csv(result.rows)
+    else:
+        text = sites.to_table(result.rows, result.selection)
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        args.output.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(
+            "--output", f"cannot write {args.output}: {error.strerror}",
+            "check that the directory exists and is writable",
+        ) from None  # fmt: skip
+    print(
+        f"wrote {args.output}: {len(result.rows)} sites of {result.candidates} candidates, "
+        f"{result.selection.objective:,.0f} people expected to gain service"
+    )
     return 0
 
 
