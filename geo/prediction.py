@@ -493,6 +493,48 @@ class PredictionModel:
             cov[start : start + 512] -= np.einsum("pok,pkq->poq", k_point, projected)
         return JointPrediction(operators, mean, cov, self.edge_dbm, bases)
 
+    def unseen_mast(
+        self, lon: Sequence[float], lat: Sequence[float], sigma_db: float
+    ) -> tuple[FloatArray, FloatArray]:
+        """What the trend would miss at these points for a mast nobody has measured yet (a
+        planned tower): the mean and spread of its residual. Only the land's share of what
+        was measured nearby speaks for it — a village dark for every operator's mast is
+        likely dark for a new one too (the between-operator covariance is the between-mast
+        one)."""
+        n = len(lon)
+        mean = np.zeros(n)
+        variance = np.full(n, sigma_db**2)
+        if not n or not len(self.residuals):
+            return mean, np.sqrt(variance)
+        xy = self.projection.forward(np.column_stack([lon, lat]).astype(np.float64))
+        near = min(NEIGHBOURS, len(self.residuals))
+        unseen = np.array([-1], dtype=np.int64)
+        for start in range(0, n, 512):
+            part = xy[start : start + 512]
+            distance = np.hypot(
+                part[:, None, 0] - self.obs_xy[None, :, 0],
+                part[:, None, 1] - self.obs_xy[None, :, 1],
+            )
+            idx = np.argpartition(distance, near - 1, axis=1)[:, :near]
+            n_xy, n_op = self.obs_xy[idx], self.obs_op[idx]
+            n_sigma = self._sigma(n_op)
+            k_obs = self.covariance.between(n_xy, n_sigma, n_op, n_xy, n_sigma, n_op)
+            diagonal = np.arange(near)
+            k_obs[:, diagonal, diagonal] = n_sigma**2
+            k_point = self.covariance.between(
+                part[:, None, :],
+                np.full((len(part), 1), sigma_db),
+                np.broadcast_to(unseen, (len(part), 1)),
+                n_xy,
+                n_sigma,
+                n_op,
+            )[:, 0, :]  # (points, neighbours)
+            rhs = np.stack([self.residuals[idx], k_point], axis=2)
+            solved = np.linalg.solve(k_obs, rhs)
+            mean[start : start + 512] = (k_point * solved[:, :, 0]).sum(axis=1)
+            variance[start : start + 512] -= (k_point * solved[:, :, 1]).sum(axis=1)
+        return mean, np.sqrt(np.maximum(variance, 0.25))
+
     def predict(self, lon: Sequence[float], lat: Sequence[float]) -> dict[str, list[Prediction]]:
         joint = self.predict_joint(lon, lat)
         return {operator: joint.marginal(j) for j, operator in enumerate(joint.operators)}

@@ -41,7 +41,7 @@ from coverwatch.errors import CoverwatchError
 from geo import registry
 from geo.evidence import VillageVerdict
 from geo.operators import operator_label
-from geo.prediction import REFERENCE_DBM, PredictionModel, nominal_rsrp_dbm
+from geo.prediction import PRIOR_SIGMA_DB, REFERENCE_DBM, PredictionModel, nominal_rsrp_dbm
 from geo.projection import LocalProjection
 from geo.registry import Problem, Village
 
@@ -244,7 +244,10 @@ def candidate_probabilities(
         if trend is None
         else (float(trend.coefficients[0]), float(trend.coefficients[1]))
     )
-    sigma = 9.0 if trend is None else trend.sigma_db
+    sigma = PRIOR_SIGMA_DB if trend is None else trend.sigma_db
+    # The land at each village, as the measurements nearby tell it: a new mast's signal
+    # there is its trend plus this (geo.prediction.PredictionModel.unseen_mast).
+    land, spread = model.unseen_mast([v.lon for v in villages], [v.lat for v in villages], sigma)
     result = np.empty((len(c_xy), len(v_xy)))
     for start in range(0, len(c_xy), 512):
         part = c_xy[start : start + 512]
@@ -252,8 +255,8 @@ def candidate_probabilities(
             part[:, None, 0] - v_xy[None, :, 0], part[:, None, 1] - v_xy[None, :, 1]
         )
         nominal = nominal_rsrp_dbm(distance / 1000)
-        mean = nominal + a + (b - 1) * (nominal - REFERENCE_DBM)
-        z = (model.edge_dbm - mean) / (sigma * math.sqrt(2.0))
+        mean = nominal + a + (b - 1) * (nominal - REFERENCE_DBM) + land[None, :]
+        z = (model.edge_dbm - mean) / (spread[None, :] * math.sqrt(2.0))
         result[start : start + 512] = 0.5 * _erfc(z)
     return result
 

@@ -71,12 +71,19 @@ class Terrain:
         valleys: list[Valley],
     ) -> None:
         rng = np.random.default_rng(seed)
+        self.seed = seed
         self.centre = centre
         self.km_per_deg_lon = 111.320 * math.cos(math.radians(centre[1]))
         self.towers = np.array(towers, dtype=np.float64).reshape(-1, 2)
         self.valleys = valleys
         self._common = _Field(rng, CORRELATION_KM, FEATURES)
         self._own = [_Field(rng, CORRELATION_KM, FEATURES) for _ in towers]
+
+    def with_towers(self, extra: list[tuple[float, float]]) -> Terrain:
+        """The same land with more towers: the fields of the towers already there are
+        drawn first, from the same seed, so their signal does not change."""
+        towers = [(float(lon), float(lat)) for lon, lat in self.towers.tolist()]
+        return Terrain(self.seed, self.centre, towers + list(extra), self.valleys)
 
     def _km(self, lon: FloatArray, lat: FloatArray) -> tuple[FloatArray, FloatArray]:
         return (
