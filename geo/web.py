@@ -58,6 +58,7 @@ from coverwatch import __version__
 from coverwatch.errors import ConfigError, CoverwatchError, ServiceError
 from coverwatch.settings import redact_url
 from geo import maps, params, registry, report
+from geo import sites as geo_sites
 from geo.analysis import analyse
 from geo.assessment import assess
 from geo.assets import STATIC_DIR
@@ -431,6 +432,31 @@ EVIDENCE_SCHEMA: Final[dict[str, Any]] = {
                     "no_service": {"type": "boolean"},
                     "p_no_service": _nullable(_NUMBER),
                     "operators": {"type": "array", "items": _OPERATOR_VERDICT},
+                },
+            },
+        },
+    },
+}
+SITES_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": ["type", "features", "since", "until", "candidates"],
+    "properties": {
+        **_WINDOW_PROPERTIES,
+        "type": {"const": "FeatureCollection"},
+        "candidates": _INTEGER,
+        "expected_population_served": _NUMBER,
+        "features": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["type", "geometry", "properties"],
+                "properties": {
+                    "type": {"const": "Feature"},
+                    "geometry": {"type": "object"},
+                    "properties": {
+                        "type": "object",
+                        "required": ["rank", "candidate_id", "operator", "villages"],
+                    },
                 },
             },
         },
@@ -1081,6 +1107,71 @@ def claims_check(
 
 
 @get(
+    "/api/sites",
+    sync_to_thread=True,
+    tags=["coverage"],
+    media_type=GEOJSON,
+    operation_class=documented(
+        _reading(
+            _response(
+                "recommended tower sites for an operator, ranked (GeoJSON points)",
+                _content(SITES_SCHEMA, GEOJSON),
+            )
+        )
+    ),
+)
+def recommended_sites(
+    state: State,
+    operator: Annotated[
+        str,
+        Parameter(
+            description="whose towers: a name (any case) or MCC-MNC code",
+            schema_extra={"pattern": params.OPERATOR_PATTERN, "examples": ["Viettel"]},
+        ),
+    ],
+    sites: Annotated[
+        int,
+        Parameter(
+            description="number of sites, 1 to 50", schema_extra={"minimum": 1, "maximum": 50}
+        ),
+    ] = 5,
+    min_p: Annotated[
+        float,
+        Parameter(
+            description="a site serves a village at this probability of usable service",
+            schema_extra={"exclusiveMinimum": 0, "maximum": 1},
+        ),
+    ] = 0.8,
+    province: Province = None,
+    window: Window = "30d",
+    since: Since = None,
+) -> Response[dict[str, Any]]:
+    """Grid candidates over the villages (2 km, within 5 km of a village), weighed with the
+    operator's calibrated model against each village's p(no service), chosen greedily
+    (geo.sites; `coverwatch sites recommend` has every option)."""
+    code = _operator(operator)
+    assert code is not None
+    if not 1 <= sites <= 50:
+        raise bad_parameter("sites", f"{sites} is out of range", "1 to 50")
+    if not (0 < min_p <= 1):
+        raise bad_parameter("min_p", f"{min_p} is out of range", "more than 0, at most 1")
+    _text("province", province)
+    span = _window(window, since)
+    options = geo_sites.SiteOptions(operator=code, sites=sites, min_p=min_p)
+    with _connection(state) as connection:
+        refresh_nearby(connection)
+        _check_province(connection, province)
+        result = geo_sites.recommend(connection, span, options, province=province)
+    body = geo_sites.to_geojson(result.rows) | {
+        "since": span.start.isoformat(),
+        "until": span.end.isoformat(),
+        "candidates": result.candidates,
+        "expected_population_served": round(result.selection.objective, 1),
+    }
+    return Response(body, media_type=GEOJSON)
+
+
+@get(
     "/map",
     sync_to_thread=True,
     media_type=MediaType.HTML,
@@ -1394,6 +1485,7 @@ def create_app(
             uncovered,
             evidence,
             claims_check,
+            recommended_sites,
             coverage_map,
             import_villages,
             static_asset,
