@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import numpy as np
+import numpy.typing as npt
 import psycopg
 
 from bench.geo import check_server, throwaway_database
@@ -43,6 +44,7 @@ from geo.coverage import TimeWindow
 from geo.operators import parse_operator
 from simulator import scenario_load, scenarios
 from simulator.province import OPERATORS, UNUSABLE_BELOW_DBM
+from simulator.terrain import Terrain
 
 
 @dataclass
@@ -58,15 +60,12 @@ class SeedResult:
     seconds: float
 
 
-def _covered(scenario: scenarios.Scenario, terrain_: object) -> np.ndarray:
+def _covered(scenario: scenarios.Scenario, land: Terrain) -> npt.NDArray[np.bool_]:
     """Which villages have usable service from any operator, by the truth."""
-    from simulator.terrain import Terrain
-
-    assert isinstance(terrain_, Terrain)
     lon = np.array([v.lon for v in scenario.province.villages])
     lat = np.array([v.lat for v in scenario.province.villages])
-    rsrp = terrain_.rsrp_dbm(lon, lat)
-    return rsrp.max(axis=1) >= UNUSABLE_BELOW_DBM
+    covered: npt.NDArray[np.bool_] = land.rsrp_dbm(lon, lat).max(axis=1) >= UNUSABLE_BELOW_DBM
+    return covered
 
 
 def run_seed(args: argparse.Namespace, seed: int, operator: str) -> SeedResult:
@@ -90,14 +89,19 @@ def run_seed(args: argparse.Namespace, seed: int, operator: str) -> SeedResult:
     optimum = sites.exact(instance, sites=args.sites)
     # What the model expects of the greedy's towers, over every village.
     chosen = greedy.chosen
-    p_none = np.array([v.p_no_service or 0.0 for v in assessment.verdicts])
-    population = np.array([float(v.village.population or 0) for v in assessment.verdicts])
-    miss = np.prod(1.0 - probabilities[chosen], axis=0) if chosen else np.ones(len(villages))
-    expected = float((population * p_none * (1.0 - miss)).sum())
+    expected = float(
+        sites.expected_gain(
+            assessment.model, operator, [candidates[i] for i in chosen], assessment.verdicts
+        ).sum()
+    )
     # Build them in the simulator and read the truth again (villages by name: the
     # database numbered them in import order).
     before = _covered(scenario, scenario.terrain)
-    built = scenario.terrain.with_towers([(candidates[i].lon, candidates[i].lat) for i in chosen])
+    built = scenario.terrain.with_towers(
+        [(candidates[i].lon, candidates[i].lat) for i in chosen],
+        height_m=35.0,
+        offset_db=scenarios.OPERATOR_OFFSET_DB[operator],
+    )
     after = _covered(scenario, built)
     truth_population = np.array([float(v.population) for v in scenario.province.villages])
     realised = float(truth_population[after & ~before].sum())

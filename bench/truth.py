@@ -121,17 +121,17 @@ ORACLE_DRAWS = 2000
 
 
 def oracle_p_none(scenario: scenarios.Scenario) -> dict[str, float]:
-    """P(no service) per village for an analyst who knows every tower's true position and
-    the simulator's radio model and terrain statistics — but not this terrain's field or
+    """P(no service) per village for an analyst who knows every tower's true position,
+    height and power and the terrain's statistics — but not this terrain's field or
     where its valleys are. No method that sees only the evidence can do better on
     average: it bounds what "predicted" can reach in this world."""
     rng = np.random.default_rng([scenario.seed, 99])
+    land = scenario.terrain
     towers = scenario.province.towers
     codes = np.array([t.operator_code for t in towers])
     lon_km = 111.320 * math.cos(math.radians(22.70))
     result: dict[str, float] = {}
     sigma = radio.SHADOWING_SIGMA_DB
-    valley_share = scenarios.VALLEY_VILLAGE_SHARE
     for village in scenario.province.villages:
         distance = np.hypot(
             [(t.lon - village.lon) * lon_km for t in towers],
@@ -141,8 +141,15 @@ def oracle_p_none(scenario: scenarios.Scenario) -> dict[str, float]:
         own = rng.normal(
             0, sigma * math.sqrt(1 - terrain.COMMON_SHARE), (ORACLE_DRAWS, len(towers))
         )
-        walled = (rng.random((ORACLE_DRAWS, 1)) < valley_share) * terrain.VALLEY_LOSS_DB
-        rsrp = radio.median_rsrp_dbm(distance[None, :], common + own + walled)
+        walled = (
+            rng.random((ORACLE_DRAWS, 1)) < scenarios.VALLEY_VILLAGE_SHARE
+        ) * terrain.VALLEY_LOSS_DB
+        rsrp = terrain.median_rsrp(
+            np.broadcast_to(distance, (ORACLE_DRAWS, len(towers))),
+            land.heights_m,
+            land.offsets_db,
+            common + own + walled,
+        )
         dark = np.ones(ORACLE_DRAWS, dtype=bool)
         for code in OPERATORS:
             dark &= rsrp[:, codes == code].max(axis=1) < UNUSABLE_BELOW_DBM

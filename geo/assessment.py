@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 
+from geo import survey
 from geo.analysis import Analysis, analyse
 from geo.coverage import TimeWindow
 from geo.evidence import VillageVerdict, village_verdicts
@@ -41,13 +42,20 @@ def assess(
     """``analysis``: one already made of this window (the map's), not made again."""
     if analysis is None:
         analysis = analyse(connection, window, radius_m=radius_m, province=province)
-    edge = load_thresholds(connection).bands["lte"].poor_dbm
+    thresholds = load_thresholds(connection)
+    edge = thresholds.bands["lte"].poor_dbm
     # Centred on the villages (a province is small enough for one local projection).
     projection = LocalProjection.around(
         [v.lon for v in analysis.villages], [v.lat for v in analysis.villages]
     )
-    model = build_model(connection, analysis.probes, projection, edge_dbm=edge)
+    model = build_model(connection, analysis.probes, projection, window, edge_dbm=edge)
+    points = survey.map_points(connection, window.start, window.end, thresholds)
     verdicts = village_verdicts(
-        analysis.villages, analysis.probes, model, projection, edge_dbm=edge
+        analysis.villages,
+        analysis.probes,
+        model,
+        projection,
+        survey_points=points,
+        thresholds=thresholds,
     )
     return Assessment(analysis, model, verdicts, edge)

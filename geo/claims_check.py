@@ -69,6 +69,7 @@ class CommuneGap:
     direction: Direction
     commune: str
     district: str
+    province: str
     villages: int
     population: int
     measured: int  # of the villages, how many rest on measurements (the rest: predicted)
@@ -126,9 +127,10 @@ def compare_claims(
 
 def by_commune(gaps: Iterable[ClaimGap]) -> list[CommuneGap]:
     """The gaps summed per operator, direction and commune, largest population first."""
-    totals: dict[tuple[str, Direction, str, str], list[int]] = {}
+    totals: dict[tuple[str, Direction, str, str, str], list[int]] = {}
     for gap in gaps:
-        key = (gap.operator, gap.direction, gap.village.commune or "", gap.village.district or "")
+        v = gap.village
+        key = (gap.operator, gap.direction, v.commune or "", v.district or "", v.province or "")
         entry = totals.setdefault(key, [0, 0, 0])
         entry[0] += 1
         entry[1] += gap.population

@@ -435,12 +435,28 @@ def _claims_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_province(connection: Any, province: str | None) -> None:
+    """An unknown --province is an error that lists the known ones (never an empty
+    report that reads as "all covered")."""
+    if province is None:
+        return
+    known = [
+        row[0] for row in connection.execute("SELECT DISTINCT province FROM villages ORDER BY 1")
+    ]
+    if province not in known:
+        shown = ", ".join(known[:20]) + (f", … ({len(known)} in all)" if len(known) > 20 else "")
+        raise ConfigError(
+            "--province", f"no villages in {province!r}", f"known: {shown or '(no villages yet)'}"
+        )
+
+
 def _evidence(args: argparse.Namespace) -> int:
     from geo.assessment import assess
     from geo.evidence_report import render_verdicts
 
     window = _analysis_values(args)
     with database.connect(database_url(args.database_url)) as connection:
+        _check_province(connection, args.province)
         assessment = assess(
             connection, window, province=args.province, radius_m=args.radius_km * 1000
         )
@@ -466,6 +482,7 @@ def _claims_check(args: argparse.Namespace) -> int:
         if not claims.list_claims(connection):
             print("(no claims imported; `coverwatch claims import FILE` adds them)")
             return 0
+        _check_province(connection, args.province)
         assessment = assess(
             connection, window, province=args.province, radius_m=args.radius_km * 1000
         )
@@ -549,6 +566,7 @@ def _sites_recommend(args: argparse.Namespace) -> int:
     )
     window = _analysis_values(args)
     with database.connect(database_url(args.database_url)) as connection:
+        _check_province(connection, args.province)
         result = sites.recommend(connection, window, options, province=args.province)
     if args.format == "geojson":
         text = json.dumps(sites.to_geojson(result.rows), ensure_ascii=False, indent=1) + "\n"

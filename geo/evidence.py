@@ -5,8 +5,10 @@ Kinds, strongest first:
 - ``probe``: a probe stands in the village (within ``MEASURED_RADIUS_M``) and measured
   the operator — its coverage class decides (``none`` = no usable service);
 - ``survey``: a field survey measured the operator within ``SURVEY_RADIUS_M`` of the
-  village (at least ``MIN_SURVEY_POINTS`` points): usable when the median of the points
-  (a point without service counts as the weakest) reaches the usable edge;
+  village (at least ``MIN_SURVEY_POINTS`` points of the window, any technology): each
+  point's margin over its technology's usable edge (the "poor" threshold; a point without
+  service is the weakest), and the median decides when it is ``SURVEY_MARGIN_DB`` clear
+  of the edge (a survey passes near a village, not through its centre);
 - ``predicted``: geo.prediction's calibrated model, with its probability of usable
   service — never shown as measured;
 - ``unknown``: nothing measured and nothing to predict from.
@@ -14,13 +16,15 @@ Kinds, strongest first:
 A village **has service** when any operator does; its verdict is *measured* when the
 measurements alone decide it (an operator measured usable, or every operator measured
 without service), *predicted* when a prediction is needed, with the probability that
-no operator serves it: ``p_no_service = prod(1 - p_usable)`` over its operators
-(measured ones count 0 or 1). "No service" is called at ``p_no_service >= 0.8`` for a
-predicted verdict.
+no operator serves it: the predicted operators' joint probability of being below the
+edge (not a product: a ridge shades a village from every mast), operators measured
+without service counting as such. "No service" is called at ``p_no_service >= 0.8``
+for a predicted verdict.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
@@ -29,9 +33,11 @@ import numpy as np
 import shapely
 
 from geo.coverage import ProbeCoverage
-from geo.prediction import UNREGISTERED_RSRP_DBM, Observation, PredictionModel
+from geo.prediction import UNREGISTERED_RSRP_DBM, PredictionModel
 from geo.projection import LocalProjection
 from geo.registry import Village
+from geo.survey import MapPoint
+from geo.thresholds import Thresholds
 
 EvidenceKind = Literal["probe", "survey", "predicted", "unknown"]
 EVIDENCE_KINDS: Final[tuple[EvidenceKind, ...]] = ("probe", "survey", "predicted", "unknown")
@@ -122,32 +128,46 @@ class VillageVerdict:
         }
 
 
+def _survey_margin(point: MapPoint, thresholds: Thresholds) -> float:
+    """How far above (+) or below (-) its technology's usable edge a survey point is:
+    -inf without service, 0 where the phone had service of unknown strength."""
+    if point.service == "none":
+        return -math.inf
+    band = thresholds.bands.get(point.technology or "")
+    if point.signal_dbm is None or band is None:
+        return 0.0
+    return point.signal_dbm - band.poor_dbm
+
+
 def _survey_verdicts(
     village_xy: Any,
-    observations: Sequence[Observation],
-    edge_dbm: float,
+    points: Sequence[MapPoint],
+    thresholds: Thresholds,
     projection: LocalProjection,
 ) -> dict[tuple[int, str], tuple[bool, int]]:
-    """(village index, operator) -> (usable, points) from surveys near the village."""
-    survey = [o for o in observations if o.kind == "survey"]
-    if not survey:
+    """(village index, operator) -> (usable, points) from the survey points near the
+    village, on any technology: the median point's margin over its technology's usable
+    edge decides when it is at least SURVEY_MARGIN_DB clear of it."""
+    points = [p for p in points if p.operator_code]
+    if not points:
         return {}
-    xy = projection.forward(np.array([(o.lon, o.lat) for o in survey], dtype=np.float64))
+    xy = projection.forward(np.array([(p.lon, p.lat) for p in points], dtype=np.float64))
     tree = shapely.STRtree(np.asarray(shapely.points(xy), dtype=object))
     pairs = tree.query(shapely.points(village_xy), predicate="dwithin", distance=SURVEY_RADIUS_M)
-    collected: dict[tuple[int, str], list[tuple[float, int]]] = {}
+    collected: dict[tuple[int, str], list[float]] = {}
     for village_index, point_index in zip(pairs[0].tolist(), pairs[1].tolist(), strict=True):
-        o = survey[point_index]
-        count = int(o.source.split()[1]) if o.source.startswith("survey: ") else 1
-        collected.setdefault((village_index, o.operator), []).append((o.rsrp_dbm, count))
+        point = points[point_index]
+        assert point.operator_code is not None
+        collected.setdefault((village_index, point.operator_code), []).append(
+            _survey_margin(point, thresholds)
+        )
     verdicts = {}
-    for key, cells in collected.items():
-        points = sum(n for _, n in cells)
-        if points < MIN_SURVEY_POINTS:
+    for key, margins in collected.items():
+        if len(margins) < MIN_SURVEY_POINTS:
             continue
-        median = float(np.median(np.repeat([v for v, _ in cells], [n for _, n in cells])))
-        if abs(median - edge_dbm) >= SURVEY_MARGIN_DB:
-            verdicts[key] = (median >= edge_dbm, points)
+        median = float(np.median(margins))
+        if abs(median) >= SURVEY_MARGIN_DB:
+            verdicts[key] = (median > 0, len(margins))
     return verdicts
 
 
@@ -157,24 +177,29 @@ def village_verdicts(
     model: PredictionModel,
     projection: LocalProjection,
     *,
-    edge_dbm: float,
+    survey_points: Sequence[MapPoint] = (),
+    thresholds: Thresholds | None = None,
     operators: Sequence[str] | None = None,
 ) -> list[VillageVerdict]:
-    """Every village's verdict per operator (``operators``: those the models know, plus
-    every operator a probe or survey measured)."""
+    """Every village's verdict per operator (``operators``: those the model predicts,
+    plus every operator a probe or a survey measured, on any technology)."""
+    thresholds = thresholds or Thresholds()
     if not villages:
         return []
+    measured_operators = {
+        o.operator for p in probes for o in p.operators if o.operator.isdigit() and o.readings
+    } | {p.operator_code for p in survey_points if p.operator_code}
     wanted = sorted(
         set(operators)
         if operators is not None
-        else set(model.operators) | {o.operator for o in model.observations}
+        else set(model.operators) | {o.operator for o in model.observations} | measured_operators
     )
     lon = [v.lon for v in villages]
     lat = [v.lat for v in villages]
     village_xy = projection.forward(np.column_stack([lon, lat]).astype(np.float64))
     joint = model.predict_joint(lon, lat)
     column = {operator: j for j, operator in enumerate(joint.operators)}
-    surveyed = _survey_verdicts(village_xy, model.observations, edge_dbm, projection)
+    surveyed = _survey_verdicts(village_xy, survey_points, thresholds, projection)
 
     placed = [p for p in probes if p.lon is not None and p.lat is not None]
     at_village: dict[tuple[int, str], tuple[bool, str]] = {}

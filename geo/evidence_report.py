@@ -127,6 +127,7 @@ def render_claim_gaps(gaps: Sequence[ClaimGap], fmt: Format) -> str:
                 "direction": c.direction,
                 "commune": c.commune,
                 "district": c.district,
+                "province": c.province,
                 "villages": c.villages,
                 "population": c.population,
                 "measured": c.measured,

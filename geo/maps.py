@@ -391,7 +391,7 @@ def _evidence(data: MapData) -> list[Any]:
         rows.append(
             [
                 kind_index[verdict.kind],
-                None if p is None else round(p, 2),
+                None if p is None else round(p, 3),
                 1 if verdict.no_service else 0,
                 [
                     [

@@ -31,6 +31,7 @@ A prediction is evidence of its own kind, never shown as measured (see geo.evide
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -39,8 +40,9 @@ from typing import Any, Final, Literal
 import numpy as np
 import numpy.typing as npt
 import psycopg
+import shapely
 
-from geo.coverage import ProbeCoverage
+from geo.coverage import ProbeCoverage, TimeWindow
 from geo.projection import LocalProjection
 
 FloatArray = npt.NDArray[np.float64]
@@ -71,6 +73,8 @@ CHOICE_SPACING_M: Final = 1000.0
 # Kriging is local: each point is predicted from its nearest observations.
 NEIGHBOURS: Final = 48
 MIN_OBSERVATIONS_FOR_SPREAD: Final = 3
+MIN_SIGMA_DB: Final = 2.0
+MONTE_CARLO_DRAWS: Final = 2000
 DEFAULT_EDGE_DBM: Final = -115.0
 
 
@@ -123,8 +127,9 @@ class Prediction:
 
 
 def _normal_cdf(z: FloatArray) -> FloatArray:
-    erf = np.vectorize(math.erf, otypes=[np.float64])
-    result: FloatArray = 0.5 * (1.0 + erf(z / math.sqrt(2.0)))
+    """Phi(z) through erfc: exact far into the lower tail, where 1 + erf(z) underflows."""
+    erfc = np.vectorize(math.erfc, otypes=[np.float64])
+    result: FloatArray = 0.5 * erfc(-np.asarray(z, dtype=np.float64) / math.sqrt(2.0))
     return result
 
 
@@ -160,15 +165,15 @@ class Trend:
 
 
 def _nominal_at(xy: FloatArray, sites_xy: FloatArray) -> FloatArray:
-    """The strongest nominal RSRP over the sites, chunked to bound memory."""
-    out = np.empty(len(xy))
-    for start in range(0, len(xy), 4096):
-        part = xy[start : start + 4096]
-        distance = np.hypot(
-            part[:, None, 0] - sites_xy[None, :, 0], part[:, None, 1] - sites_xy[None, :, 1]
-        )
-        out[start : start + 4096] = nominal_rsrp_dbm(distance.min(axis=1) / 1000)
-    return out
+    """The nominal RSRP from the nearest site (the strongest: it falls with distance);
+    a tree of the sites keeps this linear in points and sites, however large the
+    registry."""
+    tree = shapely.STRtree(np.asarray(shapely.points(sites_xy), dtype=object))
+    nearest = tree.query_nearest(shapely.points(xy), all_matches=False)
+    index = np.zeros(len(xy), dtype=np.int64)
+    index[nearest[0]] = nearest[1]
+    distance = np.hypot(*(xy - sites_xy[index]).T)
+    return nominal_rsrp_dbm(distance / 1000)
 
 
 def _below(mean: FloatArray, sigma: float, bound: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -195,6 +200,10 @@ def fit_trend(
     until both settle (EM for a censored regression)."""
     bounds = values.copy()
     censored = np.zeros(len(values), dtype=bool) if censored is None else censored
+    # "Below -120 dBm" says nothing of how far below: with fewer than three values the
+    # spread is not estimated (a walk through one dead valley is not the province's
+    # spread), and it never falls below MIN_SIGMA_DB.
+    spread_unknown = int((~censored).sum()) < MIN_OBSERVATIONS_FOR_SPREAD
     nominal = (
         _nominal_at(obs_xy, sites_xy) if len(sites_xy) else np.full(len(obs_xy), REFERENCE_DBM)
     )
@@ -216,12 +225,12 @@ def fit_trend(
                 (fitted + REFERENCE_DBM)[censored], math.sqrt(noise_var), bounds[censored]
             )
             target[censored] = expected - REFERENCE_DBM
-        if len(values) < MIN_OBSERVATIONS_FOR_SPREAD:
+        if spread_unknown:
             continue
         residuals = target - fitted
-        noise_var = max(float(np.mean(residuals**2 + hidden)), 1.0)
+        noise_var = max(float(np.mean(residuals**2 + hidden)), MIN_SIGMA_DB**2)
     residuals = target - design @ coefficients
-    sigma = math.sqrt(noise_var) if len(values) >= MIN_OBSERVATIONS_FOR_SPREAD else PRIOR_SIGMA_DB
+    sigma = PRIOR_SIGMA_DB if spread_unknown else math.sqrt(noise_var)
     return Trend(operator, sites_xy, coefficients, covariance, sigma, len(values)), residuals
 
 
@@ -322,7 +331,8 @@ def cross_operator_correlation(
     # Symmetric: each pair counted both ways, so the order of operators does not matter.
     x = np.array(first + second)
     y = np.array(second + first)
-    return float(np.corrcoef(x, y)[0, 1])
+    correlation = float(np.corrcoef(x, y)[0, 1]) if x.std() > 0 and y.std() > 0 else math.nan
+    return correlation if math.isfinite(correlation) else None
 
 
 def choose_covariance(
@@ -402,7 +412,7 @@ class JointPrediction:
                 cov = self.covariance[rows][:, columns][:, :, columns]
                 cov = cov + np.eye(len(columns)) * 0.25
                 lower = np.linalg.cholesky(cov)
-                draws = _STANDARD_SAMPLES[:, : len(columns)]
+                draws = _standard_samples(len(columns))
                 samples = mean[:, None, :] + np.einsum("sk,pjk->psj", draws, lower)
                 dark = np.all(samples < self.edge_dbm, axis=2).mean(axis=1)
                 for i, value in zip(chunk, dark.tolist(), strict=True):
@@ -410,8 +420,13 @@ class JointPrediction:
         return result
 
 
-# Fixed standard normal draws: the same evidence always gives the same probability.
-_STANDARD_SAMPLES: Final = np.random.default_rng(20261201).standard_normal((2000, 8))
+@functools.lru_cache(maxsize=32)
+def _standard_samples(dimensions: int) -> FloatArray:
+    """Fixed standard normal draws: the same evidence always gives the same probability."""
+    result: FloatArray = np.random.default_rng([20261201, dimensions]).standard_normal(
+        (MONTE_CARLO_DRAWS, dimensions)
+    )
+    return result
 
 
 @dataclass
@@ -440,32 +455,20 @@ class PredictionModel:
         result: FloatArray = sigmas[op]
         return result
 
-    def predict_joint(self, lon: Sequence[float], lat: Sequence[float]) -> JointPrediction:
-        operators = self.operators
-        m, n = len(operators), len(lon)
+    def residual_joint(
+        self, xy: FloatArray, sigma: FloatArray, ops: npt.NDArray[np.int64]
+    ) -> tuple[FloatArray, FloatArray]:
+        """What the trends miss at points ``xy`` (metres), for columns of operator index
+        ``ops`` (a negative index: a mast nobody measured, each its own) with spreads
+        ``sigma``: the kriged mean (points, columns) and joint covariance (points,
+        columns, columns). Two columns are two masts: they share the land's part."""
+        n, m = len(xy), len(ops)
         mean = np.zeros((n, m))
-        cov = np.zeros((n, m, m))
-        bases = tuple(t.basis for t in self.trends.values())
-        if not n or not m:
-            return JointPrediction(operators, mean, cov, self.edge_dbm, bases)
-        xy = self.projection.forward(np.column_stack([lon, lat]).astype(np.float64))
-        ops = np.arange(m)
-        sigma = self._sigma(ops)
-        for j, trend in enumerate(self.trends.values()):
-            mean[:, j], trend_var = trend.at(xy)
-            cov[:, j, j] += trend_var
-        prior = (
-            sigma[:, None]
-            * sigma[None, :]
-            * np.where(
-                np.eye(m, dtype=bool),
-                1.0,
-                self.covariance.shared * (1 - self.covariance.nugget_share),
-            )
-        )
-        cov += prior
-        if not len(self.residuals):
-            return JointPrediction(operators, mean, cov, self.edge_dbm, bases)
+        shared = self.covariance.shared * (1 - self.covariance.nugget_share)
+        prior = sigma[:, None] * sigma[None, :] * np.where(np.eye(m, dtype=bool), 1.0, shared)
+        cov = np.broadcast_to(prior, (n, m, m)).copy()
+        if not n or not m or not len(self.residuals):
+            return mean, cov
         near = min(NEIGHBOURS, len(self.residuals))
         for start in range(0, n, 512):
             part = xy[start : start + 512]
@@ -480,17 +483,38 @@ class PredictionModel:
             diagonal = np.arange(near)
             k_obs[:, diagonal, diagonal] = n_sigma**2
             points = np.repeat(part[:, None, :], m, axis=1)
-            point_ops = np.broadcast_to(ops, (len(part), m))
             k_point = self.covariance.between(
-                points, np.broadcast_to(sigma, (len(part), m)), point_ops, n_xy, n_sigma, n_op
-            )  # (points, operators, neighbours)
+                points,
+                np.broadcast_to(sigma, (len(part), m)),
+                np.broadcast_to(ops, (len(part), m)),
+                n_xy,
+                n_sigma,
+                n_op,
+            )  # (points, columns, neighbours)
             rhs = np.concatenate(
                 [self.residuals[idx][:, :, None], k_point.transpose(0, 2, 1)], axis=2
             )
             solved = np.linalg.solve(k_obs, rhs)
             weights, projected = solved[:, :, 0], solved[:, :, 1:]
-            mean[start : start + 512] += np.einsum("pok,pk->po", k_point, weights)
+            mean[start : start + 512] = np.einsum("pok,pk->po", k_point, weights)
             cov[start : start + 512] -= np.einsum("pok,pkq->poq", k_point, projected)
+        return mean, cov
+
+    def predict_joint(self, lon: Sequence[float], lat: Sequence[float]) -> JointPrediction:
+        operators = self.operators
+        m, n = len(operators), len(lon)
+        bases = tuple(t.basis for t in self.trends.values())
+        if not n or not m:
+            return JointPrediction(
+                operators, np.zeros((n, m)), np.zeros((n, m, m)), self.edge_dbm, bases
+            )
+        xy = self.projection.forward(np.column_stack([lon, lat]).astype(np.float64))
+        ops = np.arange(m)
+        mean, cov = self.residual_joint(xy, self._sigma(ops), ops)
+        for j, trend in enumerate(self.trends.values()):
+            trend_mean, trend_var = trend.at(xy)
+            mean[:, j] += trend_mean
+            cov[:, j, j] += trend_var
         return JointPrediction(operators, mean, cov, self.edge_dbm, bases)
 
     def unseen_mast(
@@ -501,39 +525,11 @@ class PredictionModel:
         was measured nearby speaks for it — a village dark for every operator's mast is
         likely dark for a new one too (the between-operator covariance is the between-mast
         one)."""
-        n = len(lon)
-        mean = np.zeros(n)
-        variance = np.full(n, sigma_db**2)
-        if not n or not len(self.residuals):
-            return mean, np.sqrt(variance)
+        if not len(lon):
+            return np.zeros(0), np.zeros(0)
         xy = self.projection.forward(np.column_stack([lon, lat]).astype(np.float64))
-        near = min(NEIGHBOURS, len(self.residuals))
-        unseen = np.array([-1], dtype=np.int64)
-        for start in range(0, n, 512):
-            part = xy[start : start + 512]
-            distance = np.hypot(
-                part[:, None, 0] - self.obs_xy[None, :, 0],
-                part[:, None, 1] - self.obs_xy[None, :, 1],
-            )
-            idx = np.argpartition(distance, near - 1, axis=1)[:, :near]
-            n_xy, n_op = self.obs_xy[idx], self.obs_op[idx]
-            n_sigma = self._sigma(n_op)
-            k_obs = self.covariance.between(n_xy, n_sigma, n_op, n_xy, n_sigma, n_op)
-            diagonal = np.arange(near)
-            k_obs[:, diagonal, diagonal] = n_sigma**2
-            k_point = self.covariance.between(
-                part[:, None, :],
-                np.full((len(part), 1), sigma_db),
-                np.broadcast_to(unseen, (len(part), 1)),
-                n_xy,
-                n_sigma,
-                n_op,
-            )[:, 0, :]  # (points, neighbours)
-            rhs = np.stack([self.residuals[idx], k_point], axis=2)
-            solved = np.linalg.solve(k_obs, rhs)
-            mean[start : start + 512] = (k_point * solved[:, :, 0]).sum(axis=1)
-            variance[start : start + 512] -= (k_point * solved[:, :, 1]).sum(axis=1)
-        return mean, np.sqrt(np.maximum(variance, 0.25))
+        mean, cov = self.residual_joint(xy, np.array([sigma_db]), np.array([-1]))
+        return mean[:, 0], np.sqrt(np.maximum(cov[:, 0, 0], 0.25))
 
     def predict(self, lon: Sequence[float], lat: Sequence[float]) -> dict[str, list[Prediction]]:
         joint = self.predict_joint(lon, lat)
@@ -650,18 +646,18 @@ def probe_observations(probes: Iterable[ProbeCoverage]) -> list[Observation]:
 _SURVEY_SQL = """
 SELECT operator_code, lon, lat, service, rsrp_dbm
 FROM survey_points
-WHERE operator_code IS NOT NULL
+WHERE operator_code IS NOT NULL AND taken_at >= %(start)s AND taken_at < %(end)s
   AND (service = 'none' OR (service = 'serving' AND technology IN ('lte', 'nr5g')
                             AND rsrp_dbm IS NOT NULL))
 """
 
 
 def survey_observations(
-    connection: psycopg.Connection[Any], projection: LocalProjection
+    connection: psycopg.Connection[Any], projection: LocalProjection, window: TimeWindow
 ) -> list[Observation]:
     """Survey points averaged per operator and 200 m cell (a walk logs a point every few
     seconds: unaveraged, one slow walk would outweigh every probe)."""
-    rows = connection.execute(_SURVEY_SQL).fetchall()
+    rows = connection.execute(_SURVEY_SQL, {"start": window.start, "end": window.end}).fetchall()
     if not rows:
         return []
     operators = sorted({row[0] for row in rows})
@@ -707,12 +703,14 @@ def build_model(
     connection: psycopg.Connection[Any],
     probes: Sequence[ProbeCoverage],
     projection: LocalProjection,
+    window: TimeWindow,
     *,
     edge_dbm: float = DEFAULT_EDGE_DBM,
     operators: Iterable[str] | None = None,
 ) -> PredictionModel:
-    """The model of every operator with registered sites or LTE measurements."""
-    observations = probe_observations(probes) + survey_observations(connection, projection)
+    """The model of every operator with registered sites or LTE measurements (the probes'
+    coverage and the survey points of ``window``)."""
+    observations = probe_observations(probes) + survey_observations(connection, projection, window)
     return fit(
         projection, load_sites(connection), observations, edge_dbm=edge_dbm, operators=operators
     )

@@ -1092,6 +1092,7 @@ def claims_check(
             "direction": c.direction,
             "commune": c.commune,
             "district": c.district,
+            "province": c.province,
             "villages": c.villages,
             "population": c.population,
             "measured": c.measured,

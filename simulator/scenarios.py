@@ -7,7 +7,8 @@ registry with estimated positions and gaps, and operators' service maps drawn by
 optimistic planning model. A :class:`Scenario` is one such world, built from a seed:
 
 - the **truth**: every village's median RSRP per operator, from the hidden
-  :class:`simulator.terrain.Terrain` (correlated shadowing and closed valleys), which
+  :class:`simulator.terrain.Terrain` (correlated shadowing, closed valleys, and masts
+  whose height and power differ from the nominal model by operator and by mast), which
   no evidence below ever carries;
 - the **kits**: which villages have a probe and which SIMs it holds;
 - the **survey**: walk/drive-test points along the roads on some days, as the
@@ -55,6 +56,11 @@ CELLS_PER_SITE: Final = 3
 # The operators' planning model: nominal COST-231 Hata, no terrain, and this much
 # optimism on the usable edge (-115 dBm) — which is why claims overstate coverage.
 CLAIM_MARGIN_DB: Final = 3.0
+# Real masts are not the nominal model's: each operator's power and antennas, each mast's
+# height and a little per mast. The analysis knows none of it (it calibrates).
+OPERATOR_OFFSET_DB: Final[dict[str, float]] = {"45204": 2.0, "45202": -3.0, "45201": -1.0}
+MAST_HEIGHTS_M: Final = (25.0, 45.0)
+MAST_OFFSET_SIGMA_DB: Final = 1.5
 FADING_SIGMA_DB: Final = radio.FAST_FADING_SIGMA_DB
 
 
@@ -294,11 +300,19 @@ def build(
     base = province_module.generate(seed, villages=villages)
     rng = np.random.default_rng([seed, 14])
     valleys = _valleys(base, rng)
+    terrain_seed = int(rng.integers(2**31))
+    heights = rng.uniform(*MAST_HEIGHTS_M, size=len(base.towers)).tolist()
+    offsets = [
+        OPERATOR_OFFSET_DB[t.operator_code] + float(rng.normal(0, MAST_OFFSET_SIGMA_DB))
+        for t in base.towers
+    ]
     terrain = Terrain(
-        int(rng.integers(2**31)),
+        terrain_seed,
         (province_module.CENTRE_LON, province_module.CENTRE_LAT),
         [(t.lon, t.lat) for t in base.towers],
         valleys,
+        heights_m=heights,
+        offsets_db=offsets,
     )
     rsrp = terrain.rsrp_dbm(
         np.array([v.lon for v in base.villages]), np.array([v.lat for v in base.villages])

@@ -69,9 +69,19 @@ class Terrain:
         centre: tuple[float, float],
         towers: list[tuple[float, float]],
         valleys: list[Valley],
+        *,
+        heights_m: list[float] | None = None,
+        offsets_db: list[float] | None = None,
     ) -> None:
+        """``heights_m`` and ``offsets_db``: each mast's height and its transmit power
+        and antenna against the radio model's nominal ones (35 m, 0 dB): real masts
+        differ, and the analysis is told neither."""
         rng = np.random.default_rng(seed)
         self.seed = seed
+        self.heights_m = np.array(
+            heights_m if heights_m is not None else [radio.BASE_HEIGHT_M] * len(towers)
+        )
+        self.offsets_db = np.array(offsets_db if offsets_db is not None else [0.0] * len(towers))
         self.centre = centre
         self.km_per_deg_lon = 111.320 * math.cos(math.radians(centre[1]))
         self.towers = np.array(towers, dtype=np.float64).reshape(-1, 2)
@@ -79,11 +89,20 @@ class Terrain:
         self._common = _Field(rng, CORRELATION_KM, FEATURES)
         self._own = [_Field(rng, CORRELATION_KM, FEATURES) for _ in towers]
 
-    def with_towers(self, extra: list[tuple[float, float]]) -> Terrain:
+    def with_towers(
+        self, extra: list[tuple[float, float]], *, height_m: float, offset_db: float
+    ) -> Terrain:
         """The same land with more towers: the fields of the towers already there are
         drawn first, from the same seed, so their signal does not change."""
         towers = [(float(lon), float(lat)) for lon, lat in self.towers.tolist()]
-        return Terrain(self.seed, self.centre, towers + list(extra), self.valleys)
+        return Terrain(
+            self.seed,
+            self.centre,
+            towers + list(extra),
+            self.valleys,
+            heights_m=self.heights_m.tolist() + [height_m] * len(extra),
+            offsets_db=self.offsets_db.tolist() + [offset_db] * len(extra),
+        )
 
     def _km(self, lon: FloatArray, lat: FloatArray) -> tuple[FloatArray, FloatArray]:
         return (
@@ -117,4 +136,25 @@ class Terrain:
         tower_valley = self._in_valley(self.towers[:, 0], self.towers[:, 1])
         walled = (point_valley[:, None] >= 0) & (point_valley[:, None] != tower_valley[None, :])
         shadowing = shadowing + np.where(walled, VALLEY_LOSS_DB, 0.0)
-        return radio.median_rsrp_dbm(distance, shadowing)
+        return median_rsrp(distance, self.heights_m, self.offsets_db, shadowing)
+
+
+def median_rsrp(
+    distance_km: FloatArray, heights_m: FloatArray, offsets_db: FloatArray, shadowing: FloatArray
+) -> FloatArray:
+    """simulator.radio's COST-231 Hata (open/rural) with each mast's own height and power."""
+    log_f = math.log10(radio.FREQUENCY_MHZ)
+    log_hb = np.log10(heights_m)[None, :]
+    a_hm = (1.1 * log_f - 0.7) * radio.MOBILE_HEIGHT_M - (1.56 * log_f - 0.8)
+    loss = (
+        46.3
+        + 33.9 * log_f
+        - 13.82 * log_hb
+        - a_hm
+        + (44.9 - 6.55 * log_hb) * np.log10(np.maximum(distance_km, 0.05))
+        - 4.78 * log_f**2
+        + 18.33 * log_f
+        - 40.94
+    )
+    result: FloatArray = radio.RSRP_AT_ZERO_LOSS_DBM + offsets_db[None, :] - loss - shadowing
+    return result
