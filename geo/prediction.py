@@ -181,7 +181,11 @@ def _below(mean: FloatArray, sigma: float, bound: FloatArray) -> tuple[FloatArra
     observation stands, and how unsure that is."""
     alpha = (bound - mean) / sigma
     density = np.exp(-0.5 * alpha**2) / math.sqrt(2 * math.pi)
-    ratio = density / np.maximum(_normal_cdf(alpha), 1e-12)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        exact = density / _normal_cdf(alpha)
+        # Far below, both underflow: the Mills ratio's expansion, -a / (1 - 1/a^2 + 3/a^4).
+        asymptotic = -alpha / (1 - alpha**-2.0 + 3 * alpha**-4.0)
+    ratio = np.where((alpha < -30) | ~np.isfinite(exact), asymptotic, exact)
     expected: FloatArray = np.minimum(mean - sigma * ratio, bound)
     variance: FloatArray = sigma**2 * np.clip(1 - alpha * ratio - ratio**2, 0.0, 1.0)
     return expected, variance

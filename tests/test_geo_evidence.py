@@ -43,7 +43,7 @@ def geo_db(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 @pytest.fixture
 def province(geo_db: str) -> tuple[str, scenarios.Scenario, Assessment]:
-    scenario = scenarios.build("sparse", 31, villages=90)
+    scenario = scenarios.build("sparse", 31, villages=90, survey_start=NOW - timedelta(days=20))
     scenario_load.load(geo_db, scenario, end=NOW)
     with psycopg.connect(geo_db) as connection:
         return geo_db, scenario, assess(connection, WINDOW)
@@ -156,6 +156,8 @@ def _probe(
     lat: float,
     operator: str,
     rsrp: float | None,
+    *,
+    technology: str = "lte",
 ) -> None:
     connection.execute(
         "INSERT INTO probes (probe_id, name, lon, lat, report_interval_s) "
@@ -165,15 +167,18 @@ def _probe(
     boot = uuid.uuid4()
     with connection.cursor().copy(
         "COPY readings_signal (probe_id, seq, boot_id, taken_at, monotonic_ms, ntp_synced, "
-        "registration, technology, operator_code, rsrp_dbm, sim_operator_code) FROM STDIN"
+        "registration, technology, operator_code, rsrp_dbm, rssi_dbm, sim_operator_code) "
+        "FROM STDIN"
     ) as copy:
         for n in range(24):
             taken = NOW - timedelta(hours=6) + n * timedelta(minutes=15)
             copy.write_row(
                 (probe_id, n + 1, boot, taken, n * 900_000, True,
                  "home" if rsrp is not None else "searching",
-                 "lte" if rsrp is not None else None,
-                 operator if rsrp is not None else None, rsrp, operator)
+                 technology if rsrp is not None else None,
+                 operator if rsrp is not None else None,
+                 rsrp if technology != "gsm" else None,
+                 rsrp if technology == "gsm" else None, operator)
             )  # fmt: skip
 
 
@@ -186,16 +191,30 @@ def _refresh(url: str) -> None:
 
 
 def _survey(
-    connection: psycopg.Connection[Any], lon: float, lat: float, values: list[float | None]
+    connection: psycopg.Connection[Any],
+    lon: float,
+    lat: float,
+    values: list[float | None],
+    *,
+    days_ago: float = 2,
+    technology: str = "lte",
 ) -> None:
     for n, value in enumerate(values):
+        # The technology's level: RSRP on LTE/NR, RSCP on UMTS, RSSI on GSM.
+        levels = {
+            "rsrp": value if technology in ("lte", "nr5g") else None,
+            "rscp": value if technology == "umts" else None,
+            "rssi": value if technology == "gsm" else None,
+        }
         connection.execute(
             """INSERT INTO survey_points (survey, source_format, device, taken_at, lon, lat,
-                   accuracy_m, service, operator_code, technology, rsrp_dbm)
-               VALUES ('walk.csv', 'coverwatch', 'phone', %s, %s, %s, 5, %s, '45202', %s, %s)""",
-            (NOW - timedelta(days=2, seconds=n), lon + n * 1e-5, lat,
+                   accuracy_m, service, operator_code, technology, rsrp_dbm, rscp_dbm, rssi_dbm)
+               VALUES ('walk.csv', 'coverwatch', 'phone', %s, %s, %s, 5, %s, '45202', %s,
+                       %s, %s, %s)""",
+            (NOW - timedelta(days=days_ago, seconds=n), lon + n * 1e-5, lat,
              "serving" if value is not None else "none",
-             "lte" if value is not None else None, value),
+             technology if value is not None else None,
+             levels["rsrp"], levels["rscp"], levels["rssi"]),
         )  # fmt: skip
 
 
@@ -368,3 +387,71 @@ def test_evidence_view_renders_in_headless_chromium(
     assert re.search(r"<small>\d+ \?</small>", html)
     assert "Evidence view" not in plain.stdout
     assert "Villages: evidence" not in plain.stdout
+
+
+def test_surveys_outside_the_window_are_not_evidence(geo_db: str) -> None:
+    with psycopg.connect(geo_db) as connection:
+        _village(connection, "Bản Cốc Xả", 105.50, 22.86, 300)
+        _survey(connection, 105.50, 22.86, [None, None, None, None], days_ago=200)
+        connection.commit()
+        old = assess(connection, WINDOW).verdicts[0]
+        long_window = TimeWindow(NOW - timedelta(days=365), NOW + timedelta(hours=1))
+        kept = assess(connection, long_window).verdicts[0]
+    assert old.kind == "unknown"
+    assert kept.kind == "survey"
+    assert kept.no_service
+
+
+def test_service_on_2g_or_3g_is_service(geo_db: str) -> None:
+    with psycopg.connect(geo_db) as connection:
+        _village(connection, "Bản Pác Bó", 105.40, 22.90, 900)
+        _village(connection, "Bản Nà Mạ", 105.60, 22.90, 500)
+        # Viettel measured without LTE service; Gmobile (45207) on GSM, fair.
+        _probe(connection, "kit-1", 105.4001, 22.9001, "45204", None)
+        _probe(connection, "kit-2", 105.4002, 22.9002, "45207", -80.0, technology="gsm")
+        # A walk in the other village: 3G serving, strong (an RSCP of -85 dBm).
+        _survey(connection, 105.60, 22.90, [-85.0, -86.0, -84.0, -85.0], technology="umts")
+        connection.commit()
+    _refresh(geo_db)
+    with psycopg.connect(geo_db) as connection:
+        verdicts = {v.village.name: v for v in assess(connection, WINDOW).verdicts}
+    pac_bo = verdicts["Bản Pác Bó"]
+    # VinaPhone was surveyed on 3G only, elsewhere: nothing to predict it from here.
+    assert {o.operator: o.kind for o in pac_bo.operators} == {
+        "45202": "unknown",
+        "45204": "probe",
+        "45207": "probe",
+    }
+    assert pac_bo.measured
+    assert not pac_bo.no_service
+    na_ma = verdicts["Bản Nà Mạ"]
+    assert next(o for o in na_ma.operators if o.operator == "45202").kind == "survey"
+    assert not na_ma.no_service
+
+
+def test_no_service_is_none_whatever_the_thresholds(geo_db: str) -> None:
+    with psycopg.connect(geo_db) as connection:
+        _village(connection, "Bản Cốc Xả", 105.50, 22.86, 300)
+        _survey(connection, 105.50, 22.86, [None, None, None, None, None])
+        connection.execute(
+            "UPDATE coverage_thresholds SET good_dbm = -100, fair_dbm = -110, poor_dbm = -124 "
+            "WHERE technology = 'lte'"
+        )
+        connection.commit()
+        verdict = assess(connection, WINDOW).verdicts[0]
+    assert verdict.kind == "survey"
+    assert verdict.no_service
+
+
+def test_reports_refuse_an_unknown_province(
+    geo_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with psycopg.connect(geo_db) as connection:
+        _village(connection, "Bản Pác Bó", 105.40, 22.90, 900)
+        connection.commit()
+    assert main(["report", "evidence", "--province", "Cao Bang"]) == 2
+    err = capsys.readouterr().err
+    assert "no villages in 'Cao Bang'" in err
+    assert "Cao Bằng" in err
+    assert main(["sites", "recommend", "--operator", "Viettel", "--province", "Hà Giang"]) == 2
+    assert "no villages in 'Hà Giang'" in capsys.readouterr().err

@@ -4,7 +4,6 @@ the residuals across operators, and the joint probability of no service."""
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -175,9 +174,11 @@ def test_what_each_operator_is_predicted_from() -> None:
     assert set(model.operators) == {"45204", "45202"}  # 45201: nothing to go on, not predicted
     assert model.trends["45204"].basis == "registry only"
     assert model.trends["45204"].sigma_db == prediction.PRIOR_SIGMA_DB
+    # Uncalibrated, the operator's power is unknown too: wider than the terrain alone.
     assert model.trends["45202"].basis == "measurements only"
     lon, lat = lonlat(1.0, 0.0)
     only_registry = model.predict([lon], [lat])["45204"][0]
+    assert only_registry.sigma_db > prediction.PRIOR_SIGMA_DB + 3
     assert only_registry.rsrp_dbm == pytest.approx(
         float(nominal_rsrp_dbm(np.array([1.0]))[0]), abs=0.5
     )
@@ -210,4 +211,47 @@ def test_cross_operator_correlation_from_places_measured_together() -> None:
         np.array(xy), np.full(400, 8.5), np.array(op), np.array(residuals)
     )
     assert correlation == pytest.approx(0.5, abs=0.12)
-    assert replace(Covariance(), shared=0.3).shared == 0.3
+
+
+def test_any_number_of_operators_is_predicted_jointly() -> None:
+    codes = [f"452{n:02d}" for n in range(1, 11)]  # ten networks, as a messy registry holds
+    sites = {code: [lonlat(n * 3.0, 0.0)] for n, code in enumerate(codes)}
+    model = fit(PROJECTION, sites, _calibrating_rings(tuple(codes[:3])))
+    lon, lat = lonlat(5.0, 5.0)
+    joint = model.predict_joint([lon, lon + 0.01], [lat, lat])
+    assert len(joint.operators) == 10
+    p = joint.p_none_many([0, 1], [tuple(range(10)), tuple(range(10))])
+    assert all(0.0 <= value <= 1.0 for value in p)
+
+
+def test_censored_expectation_holds_far_in_the_tail() -> None:
+    # A modem that reports no service 80 dB below what the model expects there: the
+    # value is just under the bound, not 81 dB^2 uncertain (1 + erf underflowed here).
+    expected, variance = prediction._below(np.array([-40.0]), 9.0, np.array([-120.0]))
+    assert -122.0 < expected[0] < -120.0
+    assert variance[0] < 2.0
+
+
+def test_spread_is_not_learnt_from_no_service_alone() -> None:
+    observations = [
+        _observation("45204", 0.3 * k, 0.0, prediction.UNREGISTERED_RSRP_DBM, censored=True)
+        for k in range(10)
+    ]
+    model = fit(PROJECTION, {}, observations)
+    assert model.trends["45204"].sigma_db == prediction.PRIOR_SIGMA_DB
+    far = lonlat(40.0, 0.0)
+    assert model.predict([far[0]], [far[1]])["45204"][0].sigma_db >= prediction.PRIOR_SIGMA_DB - 1
+
+
+def test_constant_residuals_give_no_shared_share() -> None:
+    xy = np.repeat(np.arange(25.0)[:, None] * 1000, 2, axis=0).repeat(2, axis=1)
+    op = np.tile([0, 1], 25)
+    assert prediction.cross_operator_correlation(xy, np.full(50, 9.0), op, np.zeros(50)) is None
+    model = fit(
+        PROJECTION,
+        {},
+        [_observation(o, k, 0, -100.0) for k in range(25) for o in ("45204", "45201")],
+    )
+    assert math.isfinite(model.covariance.shared)
+    lon, lat = lonlat(3.0, 3.0)
+    assert all(math.isfinite(p.rsrp_dbm) for p in model.predict([lon], [lat])["45204"])
