@@ -44,6 +44,7 @@ from geo.operators import operator_label
 from geo.prediction import PRIOR_SIGMA_DB, REFERENCE_DBM, PredictionModel, nominal_rsrp_dbm
 from geo.projection import LocalProjection
 from geo.registry import Problem, Village
+from geo.text import normalise_key
 
 Weight = Literal["population", "households"]
 FloatArray = npt.NDArray[np.float64]
@@ -160,11 +161,16 @@ def parse_candidates(text: str, *, name: str) -> ParsedCandidates:
             fields = {str(k).strip().lower(): v for k, v in properties.items()}
             rows.append((where, fields, geometry.get("coordinates")))
     else:
-        reader, _ = registry.open_csv(stripped, stripped[:4096])
+        reader, header = registry.open_csv(stripped, stripped.split("\n", 1)[0])
+        names = [normalise_key(h) for h in header]
         rows = []
-        for number, row in enumerate(reader, start=2):
-            fields = {str(k).strip().lower(): v for k, v in row.items() if k is not None}
-            rows.append((f"line {number}", fields, None))
+        try:
+            for number, row in enumerate(reader, start=2):
+                if not any(cell.strip() for cell in row):
+                    continue
+                rows.append((f"line {number}", dict(zip(names, row, strict=False)), None))
+        except csv.Error as error:
+            raise CoverwatchError(f"{name}: unreadable CSV ({error})") from None
     seen: set[str] = set()
     for where, fields, point in rows:
         try:

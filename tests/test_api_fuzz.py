@@ -249,6 +249,7 @@ OPERATIONS = {
     "GET /api/uncovered",
     "GET /api/evidence",
     "GET /api/claims/check",
+    "GET /api/sites",
     "GET /map",
 }
 
