@@ -74,6 +74,18 @@ class CommuneGap:
     population: int
     measured: int  # of the villages, how many rest on measurements (the rest: predicted)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "operator": self.operator,
+            "direction": self.direction,
+            "commune": self.commune,
+            "district": self.district,
+            "province": self.province,
+            "villages": self.villages,
+            "population": self.population,
+            "measured": self.measured,
+        }
+
 
 def _contradicts(verdict: OperatorVerdict) -> Direction | None:
     """Which way this verdict could contradict a claim (None: it cannot)."""

@@ -121,19 +121,7 @@ def render_verdicts(verdicts: Sequence[VillageVerdict], fmt: Format) -> str:
 
 def render_claim_gaps(gaps: Sequence[ClaimGap], fmt: Format) -> str:
     if fmt == "json":
-        communes = [
-            {
-                "operator": c.operator,
-                "direction": c.direction,
-                "commune": c.commune,
-                "district": c.district,
-                "province": c.province,
-                "villages": c.villages,
-                "population": c.population,
-                "measured": c.measured,
-            }
-            for c in by_commune(gaps)
-        ]
+        communes = [c.to_dict() for c in by_commune(gaps)]
         body = {"villages": [g.to_dict() for g in gaps], "communes": communes}
         return json.dumps(body, ensure_ascii=False, indent=1) + "\n"
     if fmt == "csv":

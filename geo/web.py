@@ -1086,19 +1086,7 @@ def claims_check(
         gaps = compare_claims(
             connection, assessment.verdicts, operators=None if code is None else [code]
         )
-    communes = [
-        {
-            "operator": c.operator,
-            "direction": c.direction,
-            "commune": c.commune,
-            "district": c.district,
-            "province": c.province,
-            "villages": c.villages,
-            "population": c.population,
-            "measured": c.measured,
-        }
-        for c in by_commune(gaps)
-    ]
+    communes = [c.to_dict() for c in by_commune(gaps)]
     return {
         "since": span.start.isoformat(),
         "until": span.end.isoformat(),

@@ -32,10 +32,14 @@ FAST_FADING_SIGMA_DB = 2.0
 REGISTRATION_FLOOR_DBM = -122.0
 
 
-def cost231_hata_rural_db(distance_km: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """Median path loss (dB) at ``distance_km`` for the constants above."""
+def cost231_hata_rural_db(
+    distance_km: npt.NDArray[np.float64],
+    base_height_m: float | npt.NDArray[np.float64] = BASE_HEIGHT_M,
+) -> npt.NDArray[np.float64]:
+    """Median path loss (dB) at ``distance_km`` for the constants above; ``base_height_m``
+    per mast (broadcast against the distances) where masts differ."""
     log_f = math.log10(FREQUENCY_MHZ)
-    log_hb = math.log10(BASE_HEIGHT_M)
+    log_hb = np.log10(base_height_m)
     # Mobile antenna correction for small/medium cities (the rural formula builds on it).
     a_hm = (1.1 * log_f - 0.7) * MOBILE_HEIGHT_M - (1.56 * log_f - 0.8)
     urban = (

@@ -35,6 +35,7 @@ from typing import Any, Final, Literal
 import numpy as np
 import shapely
 
+from geo import towers
 from simulator import province as province_module
 from simulator import radio
 from simulator.province import OPERATORS, Province, Village
@@ -203,24 +204,7 @@ def _registry(base: Province, rng: np.random.Generator) -> tuple[str, int]:
     lon_km = _km_per_deg_lon()
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(
-        [
-            "radio",
-            "mcc",
-            "net",
-            "area",
-            "cell",
-            "unit",
-            "lon",
-            "lat",
-            "range",
-            "samples",
-            "changeable",
-            "created",
-            "updated",
-            "averageSignal",
-        ]
-    )
+    writer.writerow(towers.COLUMNS)
     sites = 0
     for number, tower in enumerate(base.towers):
         if rng.random() < REGISTRY_MISSING_SHARE:

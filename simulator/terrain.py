@@ -143,18 +143,6 @@ def median_rsrp(
     distance_km: FloatArray, heights_m: FloatArray, offsets_db: FloatArray, shadowing: FloatArray
 ) -> FloatArray:
     """simulator.radio's COST-231 Hata (open/rural) with each mast's own height and power."""
-    log_f = math.log10(radio.FREQUENCY_MHZ)
-    log_hb = np.log10(heights_m)[None, :]
-    a_hm = (1.1 * log_f - 0.7) * radio.MOBILE_HEIGHT_M - (1.56 * log_f - 0.8)
-    loss = (
-        46.3
-        + 33.9 * log_f
-        - 13.82 * log_hb
-        - a_hm
-        + (44.9 - 6.55 * log_hb) * np.log10(np.maximum(distance_km, 0.05))
-        - 4.78 * log_f**2
-        + 18.33 * log_f
-        - 40.94
-    )
+    loss = radio.cost231_hata_rural_db(distance_km, np.asarray(heights_m)[None, :])
     result: FloatArray = radio.RSRP_AT_ZERO_LOSS_DBM + offsets_db[None, :] - loss - shadowing
     return result

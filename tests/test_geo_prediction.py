@@ -10,16 +10,7 @@ import pytest
 
 from geo import prediction
 from geo.prediction import Covariance, Observation, fit, fit_trend, nominal_rsrp_dbm
-from geo.projection import LocalProjection
-
-CENTRE = (106.05, 22.70)
-PROJECTION = LocalProjection(*CENTRE)
-KM_LON = 111.320 * math.cos(math.radians(CENTRE[1]))
-KM_LAT = 110.574
-
-
-def lonlat(x_km: float, y_km: float) -> tuple[float, float]:
-    return CENTRE[0] + x_km / KM_LON, CENTRE[1] + y_km / KM_LAT
+from tests.geo_points import PROJECTION, lonlat
 
 
 def test_nominal_model_is_cost231_hata_open_rural_at_1800_mhz() -> None:

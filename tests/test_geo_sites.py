@@ -19,18 +19,9 @@ from coverwatch.cli import main
 from geo import sites, web
 from geo.evidence import OperatorVerdict, VillageVerdict
 from geo.prediction import Covariance, Observation, fit, nominal_rsrp_dbm
-from geo.projection import LocalProjection
 from geo.registry import Village
 from simulator import scenario_load, scenarios
-
-CENTRE = (106.05, 22.70)
-PROJECTION = LocalProjection(*CENTRE)
-KM_LON = 111.320 * math.cos(math.radians(CENTRE[1]))
-KM_LAT = 110.574
-
-
-def lonlat(x_km: float, y_km: float) -> tuple[float, float]:
-    return CENTRE[0] + x_km / KM_LON, CENTRE[1] + y_km / KM_LAT
+from tests.geo_points import KM_LAT, KM_LON, PROJECTION, lonlat
 
 
 def village(n: int, x_km: float, y_km: float, population: int = 500, power: str = "yes") -> Village:
