@@ -97,6 +97,13 @@ def register(commands: Any) -> None:
         help="add the evidence view: every village's verdict, measured or predicted from the "
         "tower registry with its probability (shown first)",
     )
+    mp.add_argument(
+        "--sites-operator",
+        help="add a layer of proposed tower sites for this operator (see `sites recommend`)",
+    )
+    mp.add_argument(
+        "--sites", type=_positive_int, default=5, help="with --sites-operator: how many (5)"
+    )
     mp.add_argument("--database-url", help=f"PostgreSQL URL; env {DATABASE_URL_ENV}")
     mp.set_defaults(handler=_map)
 
@@ -685,7 +692,17 @@ def _uncovered(args: argparse.Namespace) -> int:
 
 
 def _map(args: argparse.Namespace) -> int:
-    from geo import maps
+    from geo import maps, sites
+
+    sites_options = None
+    if args.sites_operator is not None:
+        try:
+            code = parse_operator(args.sites_operator)
+        except ValueError as error:
+            raise ConfigError(
+                "--sites-operator", str(error), "e.g. --sites-operator Viettel or 45204"
+            ) from None
+        sites_options = sites.SiteOptions(operator=code, sites=args.sites)
 
     window = _analysis_values(args)
     with database.connect(database_url(args.database_url)) as connection:
@@ -695,6 +712,7 @@ def _map(args: argparse.Namespace) -> int:
             radius_m=args.radius_km * 1000,
             province=args.province,
             evidence=args.evidence,
+            sites=sites_options,
         )
     page = maps.render(data, tiles=args.tiles, tiles_attribution=args.tiles_attribution)
     try:

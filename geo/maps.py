@@ -48,6 +48,7 @@ from geo.evidence import EVIDENCE_KINDS, VillageVerdict
 from geo.gcpause import gc_paused
 from geo.operators import operator_label
 from geo.probes import PROBE_STATES, Outage, ProbeHealth, power_outages, probe_health
+from geo.sites import Recommendation, SiteOptions, recommend
 from geo.status import DEFAULT_RADIUS_M, NearbyProbes, VillageStatus
 from geo.thresholds import COVERAGE_CLASSES, load_thresholds
 
@@ -81,6 +82,8 @@ class MapData:
     # Each village's verdict with its evidence (geo.evidence), in the order of
     # ``villages``; None when the map was not asked for it (the prediction costs time).
     verdicts: Sequence[VillageVerdict] | None = None
+    # Recommended tower sites (geo.sites), when the map was asked for them.
+    sites: Sequence[Recommendation] | None = None
 
 
 # ------------------------------------------------------------------------- gathering
@@ -150,14 +153,22 @@ def collect(
     radius_m: float = DEFAULT_RADIUS_M,
     province: str | None = None,
     evidence: bool = False,
+    sites: SiteOptions | None = None,
 ) -> MapData:
     """``evidence``: add every village's verdict with its kind of evidence, predicted
-    where nothing measured it (geo.assessment)."""
+    where nothing measured it (geo.assessment); ``sites``: add the tower sites
+    recommended with these options (geo.sites)."""
     analysis = analyse(connection, window, radius_m=radius_m, province=province)
     statuses, probes = analysis.statuses, analysis.probes
-    verdicts = (
-        assess(connection, window, radius_m=radius_m, analysis=analysis).verdicts
-        if evidence
+    assessment = (
+        assess(connection, window, radius_m=radius_m, analysis=analysis)
+        if evidence or sites is not None
+        else None
+    )
+    verdicts = assessment.verdicts if evidence and assessment is not None else None
+    recommended = (
+        recommend(connection, window, sites, province=province, assessment=assessment).rows
+        if sites is not None
         else None
     )
     boundaries = load_boundaries(connection, province=province)
@@ -189,6 +200,7 @@ def collect(
         area=area,
         surveys=survey_points,
         verdicts=verdicts,
+        sites=recommended,
     )
 
 
@@ -375,6 +387,19 @@ def payload(data: MapData) -> dict[str, Any]:
     if data.verdicts is not None:
         document["evidence_kinds"] = list(EVIDENCE_KINDS)
         document["evidence"] = _evidence(data)
+    if data.sites is not None:
+        document["sites"] = [
+            [
+                round(r.candidate.lat, COORD_DECIMALS),
+                round(r.candidate.lon, COORD_DECIMALS),
+                r.rank,
+                r.candidate.candidate_id,
+                operator_label(r.operator),
+                round(r.gain),
+                [[v.name, round(need)] for v, need in r.villages],
+            ]
+            for r in data.sites
+        ]
     return document
 
 

@@ -627,12 +627,19 @@ class SiteRecommendation:
 
 
 def recommend(
-    connection: Any, window: Any, options: SiteOptions, *, province: str | None = None
+    connection: Any,
+    window: Any,
+    options: SiteOptions,
+    *,
+    province: str | None = None,
+    assessment: Any = None,
 ) -> SiteRecommendation:
-    """Assess the province (geo.assessment), weigh the candidates, select."""
+    """Assess the province (geo.assessment; or take ``assessment``, one already made of
+    this window), weigh the candidates, select."""
     from geo.assessment import assess
 
-    assessment = assess(connection, window, province=province)
+    if assessment is None:
+        assessment = assess(connection, window, province=province)
     villages = [v.village for v in assessment.verdicts]
     if options.candidates is None:
         candidates = grid_candidates(villages, options.rules, assessment.model.projection)

@@ -1186,19 +1186,33 @@ def coverage_map(
             description="add the evidence view (measured / predicted verdicts), shown first"
         ),
     ] = False,
+    sites_operator: Annotated[
+        str | None,
+        Parameter(
+            description="add a layer of proposed tower sites (5) for this operator",
+            schema_extra={"pattern": params.OPERATOR_PATTERN, "examples": ["Viettel"]},
+        ),
+    ] = None,
     accept_encoding: AcceptEncoding = None,
 ) -> Response[bytes]:
     """The coverage map (HTML; its scripts and styles are served under /static)."""
     _text("province", province)
     span = _window(window, since)
     radius_m = _radius_m(radius_km)
+    sites_code = _operator(sites_operator)
+    site_options = None if sites_code is None else geo_sites.SiteOptions(operator=sites_code)
 
     def compute() -> Encoded:
         with _connection(state) as connection:
             refresh_nearby(connection, radius_m=radius_m)
             _check_province(connection, province)
             data = maps.collect(
-                connection, span, radius_m=radius_m, province=province, evidence=evidence
+                connection,
+                span,
+                radius_m=radius_m,
+                province=province,
+                evidence=evidence,
+                sites=site_options,
             )
         page = maps.render(
             data,

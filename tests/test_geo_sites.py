@@ -3,6 +3,7 @@ candidate rules, the selection against a known optimum, the outputs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from datetime import UTC, datetime, timedelta
@@ -16,12 +17,14 @@ from litestar.testing import TestClient
 
 from collector import schema
 from coverwatch.cli import main
-from geo import sites, web
+from geo import maps, sites, web
+from geo.coverage import TimeWindow
 from geo.evidence import OperatorVerdict, VillageVerdict
 from geo.prediction import Covariance, Observation, fit, nominal_rsrp_dbm
 from geo.registry import Village
 from simulator import scenario_load, scenarios
 from tests.geo_points import KM_LAT, KM_LON, PROJECTION, lonlat
+from tests.test_map import chromium_binary, run_chromium
 
 
 def village(n: int, x_km: float, y_km: float, population: int = 500, power: str = "yes") -> Village:
@@ -286,3 +289,35 @@ def test_api_recommends_sites(province: str) -> None:
         )
         assert client.get("/api/sites", params={"operator": "Telstra"}).status_code == 400
         assert client.get("/api/sites").status_code == 400
+
+
+def test_map_shows_the_proposed_sites(
+    province: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with psycopg.connect(province) as connection:
+        window = TimeWindow(datetime.now(UTC) - timedelta(days=30), datetime.now(UTC))
+        options = sites.SiteOptions(operator="45204", sites=3)
+        data = maps.collect(connection, window, sites=options)
+        alone = sites.recommend(connection, window, options)
+        five = sites.recommend(connection, window, sites.SiteOptions(operator="45204"))
+    document = maps.payload(data)
+    assert [row[2] for row in document["sites"]] == [r.rank for r in alone.rows]
+    assert [row[3] for row in document["sites"]] == [r.candidate.candidate_id for r in alone.rows]
+    assert all(row[4] == "Viettel" for row in document["sites"])
+    assert "sites" not in maps.payload(dataclasses.replace(data, sites=None))
+    out = tmp_path / "map.html"
+    assert main(["map", "-o", str(out), "--sites-operator", "Viettel", "--sites", "2"]) == 0
+    assert "Proposed tower sites" in out.read_text(encoding="utf-8")
+    assert main(["map", "-o", str(out), "--sites-operator", "Telstra"]) == 2
+    assert "--sites-operator" in capsys.readouterr().err
+
+    binary = chromium_binary()
+    handle = web.serve_in_thread(web.create_app(province), "127.0.0.1", 0)
+    try:
+        dom = run_chromium(binary, "--dump-dom", f"{handle.url}/map?sites_operator=Viettel")
+        assert dom.returncode == 0, dom.stderr[-2000:]
+    finally:
+        handle.stop()
+    assert "Proposed tower sites (Viettel)" in dom.stdout
+    assert five.rows
+    assert dom.stdout.count("leaflet-marker-icon cw-site") == len(five.rows)

@@ -20,6 +20,8 @@
  *   evidence  per village, in the villages' order: [kind, p(no service), no service
  *              (1/0), [[operator name, kind, p(usable), predicted dBm, sigma dB]]]
  *              — a predicted verdict is drawn and written as predicted, never as measured
+ *   sites     (only when asked for) recommended tower sites: [lat, lon, rank, candidate
+ *              id, operator name, expected people newly served, [[village, people]]]
  */
 (function () {
   "use strict";
@@ -379,6 +381,33 @@
       best.addTo(map);
     }
 
+    // ------------------------------------------------------------------ tower sites
+    // Where a new mast would serve the most people without service (geo/sites.py): a
+    // proposal, drawn apart from everything measured.
+    if (d.sites) {
+      var sitesLayer = L.featureGroup();
+      d.sites.forEach(function (s) {
+        var marker = L.marker([s[0], s[1]], {
+          icon: L.divIcon({
+            className: "cw-site",
+            html: "<span>" + s[2] + "</span>",
+            iconSize: [22, 22]
+          }),
+          title: "proposed site " + s[2] + " (" + s[4] + ")",
+          zIndexOffset: 1000
+        });
+        marker.bindPopup(function () {
+          return "<b>Proposed " + esc(s[4]) + " site #" + s[2] + "</b> (" + esc(s[3]) +
+            ")<br>expected to serve " + s[5] + " people without service now:<br>" +
+            s[6].map(function (v) { return esc(v[0]) + " (" + v[1] + ")"; }).join(", ");
+        }, { maxWidth: 360 });
+        sitesLayer.addLayer(marker);
+      });
+      sitesLayer.addTo(map);
+      control.addOverlay(sitesLayer, "Proposed tower sites" +
+        (d.sites.length ? " (" + d.sites[0][4] + ")" : ""));
+    }
+
     // ------------------------------------------------------------------------ legend
     var legend = L.control({ position: "bottomleft" });
     legend.onAdd = function () {
@@ -396,6 +425,9 @@
       });
       if (d.survey && d.survey.length) {
         html += '<br><i class="cw-survey cw-fair cw-inline"></i> survey point (walk test)';
+      }
+      if (d.sites) {
+        html += '<br><i class="cw-site cw-inline"></i> proposed tower site (a plan, not a mast)';
       }
       if (d.evidence) {
         html += "<br><b>Evidence view</b><br>" +
