@@ -137,22 +137,7 @@ def parse_claims(
 def read_claims(
     path: Path, *, operator: str | None = None, technology: str | None = None
 ) -> ParsedClaims:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as error:
-        raise CoverwatchError(f"cannot read {path}: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise CoverwatchError(f"{path} is not UTF-8 text (GeoJSON is UTF-8)") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise CoverwatchError(
-            f"{path} is not valid JSON: {error.msg} at line {error.lineno}"
-        ) from None
-    except RecursionError:
-        raise CoverwatchError(f"{path} nests too deeply to be GeoJSON") from None
-    except ValueError as error:  # e.g. a number of more than 4,300 digits
-        raise CoverwatchError(f"{path} is not valid JSON: {error}") from None
+    data = registry.read_geojson(path)
     try:
         return parse_claims(data, operator=operator, technology=technology)
     except RowError as error:  # a bad --operator or --technology

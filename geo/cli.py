@@ -445,16 +445,9 @@ def _claims_list(args: argparse.Namespace) -> int:
 def _check_province(connection: Any, province: str | None) -> None:
     """An unknown --province is an error that lists the known ones (never an empty
     report that reads as "all covered")."""
-    if province is None:
-        return
-    known = [
-        row[0] for row in connection.execute("SELECT DISTINCT province FROM villages ORDER BY 1")
-    ]
-    if province not in known:
-        shown = ", ".join(known[:20]) + (f", … ({len(known)} in all)" if len(known) > 20 else "")
-        raise ConfigError(
-            "--province", f"no villages in {province!r}", f"known: {shown or '(no villages yet)'}"
-        )
+    known = registry.unknown_province(connection, province)
+    if known is not None:
+        raise ConfigError("--province", f"no villages in {province!r}", f"known: {known}")
 
 
 def _evidence(args: argparse.Namespace) -> int:

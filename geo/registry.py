@@ -486,6 +486,32 @@ def parse_boundaries_geojson(data: Any, *, level: BoundaryLevel | None = None) -
     return parsed
 
 
+def json_of(text: str, source: str) -> Any:
+    """The JSON document in ``text``, or a CoverwatchError that says what is wrong with
+    it (where it breaks, a number too long, nesting too deep for GeoJSON)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise CoverwatchError(
+            f"{source} is not valid JSON: {error.msg} at line {error.lineno}"
+        ) from None
+    except ValueError as error:  # e.g. a number of more than 4,300 digits
+        raise CoverwatchError(f"{source} is not valid JSON: {error}") from None
+    except RecursionError:
+        raise CoverwatchError(f"{source} nests too deeply to be GeoJSON") from None
+
+
+def read_geojson(path: Path) -> Any:
+    """A GeoJSON file's document (UTF-8, a byte-order mark allowed), or a clear error."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as error:
+        raise CoverwatchError(f"cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise CoverwatchError(f"{path} is not UTF-8 text (GeoJSON is UTF-8)") from None
+    return json_of(text, str(path))
+
+
 def read_file(
     path: Path,
     *,
@@ -502,16 +528,7 @@ def read_file(
         raise CoverwatchError(f"{path} is not UTF-8 text (save it as CSV UTF-8)") from None
     is_json = path.suffix.lower() in (".geojson", ".json") or text.lstrip().startswith("{")
     if boundaries or is_json:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise CoverwatchError(
-                f"{path} is not valid JSON: {error.msg} at line {error.lineno}"
-            ) from None
-        except ValueError as error:  # e.g. a number of more than 4,300 digits
-            raise CoverwatchError(f"{path} is not valid JSON: {error}") from None
-        except RecursionError:
-            raise CoverwatchError(f"{path} nests too deeply to be GeoJSON") from None
+        data = json_of(text, str(path))
         if boundaries:
             return parse_boundaries_geojson(data, level=level)
         return parse_villages_geojson(data, allow_outside_vietnam=allow_outside_vietnam)
@@ -595,6 +612,19 @@ class Village:
     population: int | None
     households: int | None
     grid_power: GridPower
+
+
+def unknown_province(connection: psycopg.Connection[Any], province: str | None) -> str | None:
+    """None when ``province`` has villages (or none is asked for); otherwise the provinces
+    that do, for the error (at most 20 named, then how many in all)."""
+    if province is None:
+        return None
+    rows = connection.execute("SELECT DISTINCT province FROM villages ORDER BY 1").fetchall()
+    known = [row[0] for row in rows]
+    if province in known:
+        return None
+    shown = ", ".join(known[:20]) + (f", … ({len(known)} in all)" if len(known) > 20 else "")
+    return shown or "(no villages yet)"
 
 
 def load_villages(

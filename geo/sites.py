@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 import sys
@@ -136,10 +135,7 @@ def parse_candidates(text: str, *, name: str) -> ParsedCandidates:
     parsed = ParsedCandidates()
     stripped = text.lstrip("\ufeff").lstrip()
     if stripped.startswith("{"):
-        try:
-            document = json.loads(stripped)
-        except ValueError as error:
-            raise CoverwatchError(f"{name}: not valid JSON ({error})") from None
+        document = registry.json_of(stripped, name)
         rows: list[tuple[str, dict[str, Any], Any]] = []
         try:
             features = registry.features_of(document)
@@ -668,12 +664,7 @@ def recommend(
 
 def read_exclusions(path: Path) -> tuple[Any, list[Problem]]:
     """Exclusion areas (GeoJSON polygons) as one geometry, and the problems found."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8-sig"))
-    except OSError as error:
-        raise CoverwatchError(f"{path}: cannot read ({error.strerror})") from None
-    except ValueError as error:
-        raise CoverwatchError(f"{path}: not valid GeoJSON ({error})") from None
+    document = registry.read_geojson(path)
     problems: list[Problem] = []
     shapes = []
     try:

@@ -695,20 +695,10 @@ def _connection(state: State) -> Iterator[psycopg.Connection[Any]]:
         ) from None
 
 
-def _known_provinces(connection: psycopg.Connection[Any]) -> list[str]:
-    rows = connection.execute("SELECT DISTINCT province FROM villages ORDER BY 1").fetchall()
-    return [row[0] for row in rows]
-
-
 def _check_province(connection: psycopg.Connection[Any], province: str | None) -> None:
-    if province is None:
-        return
-    known = _known_provinces(connection)
-    if province not in known:
-        shown = ", ".join(known[:20]) + (f", … ({len(known)} in all)" if len(known) > 20 else "")
-        raise bad_parameter(
-            "province", f"no villages in {province!r}", shown or "(no villages yet)"
-        )
+    known = registry.unknown_province(connection, province)
+    if known is not None:
+        raise bad_parameter("province", f"no villages in {province!r}", known)
 
 
 # ---------------------------------------------------------------------------- handlers

@@ -17,6 +17,7 @@ from litestar.testing import TestClient
 
 from collector import schema
 from coverwatch.cli import main
+from coverwatch.errors import CoverwatchError
 from geo import maps, sites, web
 from geo.coverage import TimeWindow
 from geo.evidence import OperatorVerdict, VillageVerdict
@@ -321,3 +322,27 @@ def test_map_shows_the_proposed_sites(
     assert "Proposed tower sites (Viettel)" in dom.stdout
     assert five.rows
     assert dom.stdout.count("leaflet-marker-icon cw-site") == len(five.rows)
+
+
+def test_hostile_files_are_clear_errors(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.geojson"
+    deep.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    with pytest.raises(CoverwatchError, match=r"nests too deeply|not valid JSON"):
+        sites.read_exclusions(deep)
+    deep_object = tmp_path / "deep-object.geojson"
+    deep_object.write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", encoding="utf-8")
+    with pytest.raises(CoverwatchError, match=r"nests too deeply|not valid JSON"):
+        sites.read_candidates(deep_object)
+    huge = tmp_path / "huge.geojson"
+    huge.write_text('{"type": "FeatureCollection", "features": [' + "9" * 5000 + "]}")
+    with pytest.raises(CoverwatchError, match="is not valid JSON"):
+        sites.read_exclusions(huge)
+    latin = tmp_path / "latin.geojson"
+    latin.write_bytes(b'{"type": "Feature", "properties": {"name": "caf\xe9"}}')
+    with pytest.raises(CoverwatchError, match="is not UTF-8 text"):
+        sites.read_exclusions(latin)
+    nul = tmp_path / "nul.csv"
+    nul.write_bytes(b"id,lon,lat\nok,106.1,22.7\nbad\x00,106.\x002,22.7\n")
+    parsed = sites.read_candidates(nul)
+    assert [c.candidate_id for c in parsed.candidates] == ["ok"]
+    assert len(parsed.problems) == 1
