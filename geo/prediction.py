@@ -126,7 +126,7 @@ class Prediction:
         }
 
 
-def _normal_cdf(z: FloatArray) -> FloatArray:
+def normal_cdf(z: FloatArray) -> FloatArray:
     """Phi(z) through erfc: exact far into the lower tail, where 1 + erf(z) underflows."""
     erfc = np.vectorize(math.erfc, otypes=[np.float64])
     result: FloatArray = 0.5 * erfc(-np.asarray(z, dtype=np.float64) / math.sqrt(2.0))
@@ -182,7 +182,7 @@ def _below(mean: FloatArray, sigma: float, bound: FloatArray) -> tuple[FloatArra
     alpha = (bound - mean) / sigma
     density = np.exp(-0.5 * alpha**2) / math.sqrt(2 * math.pi)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        exact = density / _normal_cdf(alpha)
+        exact = density / normal_cdf(alpha)
         # Far below, both underflow: the Mills ratio's expansion, -a / (1 - 1/a^2 + 3/a^4).
         asymptotic = -alpha / (1 - alpha**-2.0 + 3 * alpha**-4.0)
     ratio = np.where((alpha < -30) | ~np.isfinite(exact), asymptotic, exact)

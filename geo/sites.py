@@ -40,7 +40,13 @@ from coverwatch.errors import CoverwatchError
 from geo import registry
 from geo.evidence import VillageVerdict
 from geo.operators import operator_label
-from geo.prediction import PRIOR_SIGMA_DB, REFERENCE_DBM, PredictionModel, nominal_rsrp_dbm
+from geo.prediction import (
+    PRIOR_SIGMA_DB,
+    REFERENCE_DBM,
+    PredictionModel,
+    nominal_rsrp_dbm,
+    normal_cdf,
+)
 from geo.projection import LocalProjection
 from geo.registry import Problem, Village
 from geo.text import normalise_key
@@ -258,14 +264,7 @@ def candidate_probabilities(
         )
         nominal = nominal_rsrp_dbm(distance / 1000)
         mean = nominal + a + (b - 1) * (nominal - REFERENCE_DBM) + land[None, :]
-        z = (model.edge_dbm - mean) / (spread[None, :] * math.sqrt(2.0))
-        result[start : start + 512] = 0.5 * _erfc(z)
-    return result
-
-
-def _erfc(z: FloatArray) -> FloatArray:
-    erfc = np.vectorize(math.erfc, otypes=[np.float64])
-    result: FloatArray = erfc(z)
+        result[start : start + 512] = normal_cdf((mean - model.edge_dbm) / spread[None, :])
     return result
 
 
